@@ -1,0 +1,156 @@
+"""Shared network blocks, written once for every family.
+
+Every block is a MindSpore ``nn.Cell`` whose parameters carry the names PyTorch / diffusers
+checkpoints use (``weight``/``bias``), so a safetensors file loads by name. Only operations that
+have CPU kernels in MindSpore 2.10 are used (see shared/notes/mindspore-cpu.md): no ``mint``
+conv / layer-norm / gelu / SDPA. Computation is float32 unless the caller casts.
+"""
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, mint, nn, ops
+
+Linear = nn.Dense  # weight (out, in) + bias, same layout and names as torch.nn.Linear
+
+
+def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Dense:
+    return nn.Dense(in_features, out_features, has_bias=bias)
+
+
+class LayerNorm(nn.Cell):
+    """torch.nn.LayerNorm over the last dimension; ``weight``/``bias`` names (MindSpore's own uses gamma/beta)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.dim = dim
+        self.affine = elementwise_affine
+        self.has_bias = bias and elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(Tensor(np.ones(dim, np.float32)))
+            if bias:
+                self.bias = Parameter(Tensor(np.zeros(dim, np.float32)))
+
+    def construct(self, x):
+        mean = x.mean(-1, keep_dims=True)
+        xc = x - mean
+        var = (xc * xc).mean(-1, keep_dims=True)
+        y = xc * ops.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight
+            if self.has_bias:
+                y = y + self.bias
+        return y
+
+
+class RMSNorm(nn.Cell):
+    """x * rsqrt(mean(x^2) + eps) * weight (T5 / diffusers RMSNorm), computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(Tensor(np.ones(dim, np.float32)))
+
+    def construct(self, x):
+        y = x * ops.rsqrt((x * x).mean(-1, keep_dims=True) + self.eps)
+        if self.affine:
+            y = y * self.weight
+        return y
+
+
+class GroupNorm(nn.Cell):
+    """torch.nn.GroupNorm on (B, C, *spatial); ``weight``/``bias`` names."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.num_groups = num_groups
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.weight = Parameter(Tensor(np.ones(num_channels, np.float32)))
+            self.bias = Parameter(Tensor(np.zeros(num_channels, np.float32)))
+
+    def construct(self, x):
+        if self.affine:
+            return mint.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return mint.nn.functional.group_norm(x, self.num_groups, None, None, self.eps)
+
+
+class Conv2d(nn.Conv2d):
+    """torch.nn.Conv2d(in, out, k, stride, padding) with bias; weight (out, in, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        if isinstance(padding, int):
+            padding = (padding,) * 4
+        elif len(padding) == 2:
+            padding = (padding[0], padding[0], padding[1], padding[1])
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                         padding=padding, has_bias=bias)
+
+
+class Conv3d(nn.Conv3d):
+    """torch.nn.Conv3d(in, out, k, stride, padding) with bias; weight (out, in, kt, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        if isinstance(padding, int):
+            padding = (padding,) * 6
+        elif len(padding) == 3:
+            padding = (padding[0], padding[0], padding[1], padding[1], padding[2], padding[2])
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                         padding=padding, has_bias=bias)
+
+
+def silu(x):
+    return mint.nn.functional.silu(x)
+
+
+def gelu(x, approximate: str = "none"):
+    return ops.gelu(x, approximate=approximate)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
+    """softmax(q k^T * scale + mask) v on (B, H, S, D); fp32 matmul-softmax-matmul (no fused kernel on CPU).
+
+    ``mask`` is additive (broadcastable to (B, H, Sq, Sk)) or None.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = ops.matmul(q * scale, k.swapaxes(-1, -2))
+    if mask is not None:
+        scores = scores + mask
+    return ops.matmul(ops.softmax(scores, -1), v)
+
+
+def sinusoidal_timestep_embedding(timesteps, dim: int, flip_sin_to_cos: bool = False,
+                                  downscale_freq_shift: float = 1.0, scale: float = 1.0,
+                                  max_period: int = 10000):
+    """diffusers ``get_timestep_embedding`` on a 1-D tensor of timesteps -> (N, dim) float32."""
+    half = dim // 2
+    exponent = -math.log(max_period) * np.arange(half, dtype=np.float32) / (half - downscale_freq_shift)
+    freqs = Tensor(np.exp(exponent).astype(np.float32))  # host-side table: exact, no device exp
+    args = timesteps.astype(ms.float32)[:, None] * freqs[None, :] * scale
+    emb = ops.cat([ops.sin(args), ops.cos(args)], -1)
+    if flip_sin_to_cos:
+        emb = ops.cat([emb[:, half:], emb[:, :half]], -1)
+    if dim % 2 == 1:
+        emb = ops.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedding(nn.Cell):
+    """diffusers ``TimestepEmbedding``: linear_1 -> act -> linear_2."""
+
+    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu", out_dim: int | None = None):
+        super().__init__()
+        self.linear_1 = linear(in_channels, time_embed_dim)
+        self.linear_2 = linear(time_embed_dim, out_dim or time_embed_dim)
+        if act_fn != "silu":
+            raise ValueError(f"TimestepEmbedding act_fn={act_fn!r}: only 'silu' is supported")
+
+    def construct(self, x):
+        return self.linear_2(silu(self.linear_1(x)))
