@@ -154,3 +154,82 @@ class TimestepEmbedding(nn.Cell):
 
     def construct(self, x):
         return self.linear_2(silu(self.linear_1(x)))
+
+
+class GELUProjection(nn.Cell):
+    """diffusers ``GELU`` activation module: ``proj`` linear, then gelu ("none" or "tanh")."""
+
+    def __init__(self, dim_in: int, dim_out: int, approximate: str = "none", bias: bool = True):
+        super().__init__()
+        self.proj = linear(dim_in, dim_out, bias)
+        self.approximate = approximate
+
+    def construct(self, x):
+        return gelu(self.proj(x), self.approximate)
+
+
+FEEDFORWARD_ACTIVATIONS = {"gelu": "none", "gelu-approximate": "tanh"}
+
+
+class FeedForward(nn.Cell):
+    """diffusers ``FeedForward`` for the gelu activations: ``net.0.proj`` -> gelu -> ``net.2``
+    (``net.1`` / ``net.3`` are parameter-free dropouts, identities at inference)."""
+
+    def __init__(self, dim: int, dim_out: int | None = None, mult: float = 4, activation_fn: str = "gelu",
+                 inner_dim: int | None = None, bias: bool = True):
+        super().__init__()
+        if activation_fn not in FEEDFORWARD_ACTIVATIONS:
+            raise ValueError(f"FeedForward activation_fn={activation_fn!r}: supported {sorted(FEEDFORWARD_ACTIVATIONS)}")
+        inner_dim = inner_dim or int(dim * mult)
+        self.net = nn.CellList([GELUProjection(dim, inner_dim, FEEDFORWARD_ACTIVATIONS[activation_fn], bias),
+                                nn.Identity(), linear(inner_dim, dim_out or dim, bias)])
+
+    def construct(self, x):
+        return self.net[2](self.net[0](x))
+
+
+class Attention(nn.Cell):
+    """Multi-head self-attention with diffusers ``Attention`` parameter names: ``to_q``/``to_k``/``to_v``,
+    ``to_out.0``, optional per-head LayerNorm on queries and keys (``norm_q``/``norm_k``, qk_norm="layer_norm").
+
+    ``project_qkv`` and ``project_out`` are exposed so a family can insert its own step between them
+    (e.g. rotary embedding on part of the sequence); ``construct`` is plain softmax attention.
+    """
+
+    def __init__(self, query_dim: int, heads: int = 8, dim_head: int = 64, bias: bool = False,
+                 out_bias: bool = True, qk_norm: str | None = None, eps: float = 1e-5,
+                 elementwise_affine: bool = True, out_dim: int | None = None):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.to_q = linear(query_dim, inner, bias)
+        self.to_k = linear(query_dim, inner, bias)
+        self.to_v = linear(query_dim, inner, bias)
+        self.to_out = nn.CellList([linear(inner, out_dim or query_dim, out_bias)])
+        if qk_norm is None:
+            self.norm_q = self.norm_k = None
+        elif qk_norm == "layer_norm":
+            self.norm_q = LayerNorm(dim_head, eps, elementwise_affine)
+            self.norm_k = LayerNorm(dim_head, eps, elementwise_affine)
+        else:
+            raise ValueError(f"Attention qk_norm={qk_norm!r}: supported None, 'layer_norm'")
+
+    def _heads(self, x):
+        b, s, _ = x.shape
+        return x.reshape(b, s, self.heads, self.dim_head).swapaxes(1, 2)  # (B, H, S, Dh)
+
+    def project_qkv(self, x):
+        """(B, S, C) -> q, k, v each (B, heads, S, dim_head), q and k normalised if qk_norm is set."""
+        q, k, v = self._heads(self.to_q(x)), self._heads(self.to_k(x)), self._heads(self.to_v(x))
+        if self.norm_q is not None:
+            q, k = self.norm_q(q), self.norm_k(k)
+        return q, k, v
+
+    def project_out(self, o):
+        """(B, heads, S, dim_head) -> (B, S, out_dim)."""
+        b, h, s, d = o.shape
+        return self.to_out[0](o.swapaxes(1, 2).reshape(b, s, h * d))
+
+    def construct(self, x, mask=None):
+        q, k, v = self.project_qkv(x)
+        return self.project_out(scaled_dot_product_attention(q, k, v, mask))

@@ -1,0 +1,249 @@
+"""CogVideoX text-to-video, assembled from the building blocks (diffusers' CogVideoXPipeline computes
+the same thing; this module is the family's whole assembly).
+
+Layout: CogVideoX's transformer takes latents as (B, F, C, H, W); the VAE takes (B, C, F, H, W). The
+pipeline keeps (B, F, C, H, W) — the layout of the user-facing ``latents`` — and permutes at the VAE.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import mindspore as ms
+import numpy as np
+
+from toolkit import loading
+from toolkit.guidance import cogvideox_dynamic_guidance
+from toolkit.pipelines.common import (Timer, as_prompt_list, check_choice, check_int, check_multiple,
+                                      check_number, fail, initial_latents, load_array, video_to_frames)
+from toolkit.sampling import classifier_free_guidance, sample
+from toolkit.samplers import build_sampler, validate_scheduler
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")
+
+
+@dataclass
+class Configs:
+    """The checkpoint's JSON files: everything a request is checked against before weights load."""
+    folder: Path
+    model_index: dict
+    transformer: dict
+    vae: dict
+    scheduler: dict
+
+    @property
+    def spatial(self) -> int:  # VAE spatial compression
+        return 2 ** (len(self.vae.get("block_out_channels", (128, 256, 256, 512))) - 1)
+
+    @property
+    def temporal(self) -> int:
+        return int(self.vae.get("temporal_compression_ratio", 4))
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.transformer.get("patch_size", 2))
+
+    @property
+    def patch_size_t(self) -> Optional[int]:
+        return self.transformer.get("patch_size_t")
+
+
+def read_configs(folder: Path) -> Configs:
+    folder = Path(folder)
+    index = loading.read_json(folder / "model_index.json")
+    missing = [c for c in COMPONENTS if c not in index]
+    if missing:
+        raise loading.CheckpointError(f"{folder}/model_index.json lacks components {missing}; "
+                                      "this is not a CogVideoX checkpoint")
+    return Configs(folder=folder, model_index=index,
+                   transformer=loading.read_config(folder, "transformer"),
+                   vae=loading.read_config(folder, "vae"),
+                   scheduler=loading.read_json(folder / "scheduler" / "scheduler_config.json"))
+
+
+def latent_frames(cfg: Configs, num_frames: int) -> tuple[int, int]:
+    """(latent frames including padding, padding frames) — CogVideoX 1.5 pads to a multiple of patch_size_t."""
+    f = (num_frames - 1) // cfg.temporal + 1
+    pad = 0
+    if cfg.patch_size_t and f % cfg.patch_size_t:
+        pad = cfg.patch_size_t - f % cfg.patch_size_t
+    return f + pad, pad
+
+
+def latent_shape(cfg: Configs, batch: int, num_frames: int, height: int, width: int) -> tuple:
+    f, _ = latent_frames(cfg, num_frames)
+    return (batch, f, int(cfg.transformer["in_channels"]), height // cfg.spatial, width // cfg.spatial)
+
+
+def check_request(req: dict, cfg: Configs) -> dict:
+    """Validate and complete a request against the checkpoint's configs. Raises RequestError naming the
+    key and the allowed values; nothing heavy has happened yet."""
+    r = dict(req)
+    unit = cfg.spatial * cfg.patch_size
+    t = cfg.transformer
+    if r.get("height") is None:
+        r["height"] = int(t.get("sample_height", 60)) * cfg.spatial
+    if r.get("width") is None:
+        r["width"] = int(t.get("sample_width", 90)) * cfg.spatial
+    if r.get("num_frames") is None:
+        r["num_frames"] = int(t.get("sample_frames", 49))
+    check_multiple("height", r["height"], unit, f"VAE compression {cfg.spatial} x patch size {cfg.patch_size}")
+    check_multiple("width", r["width"], unit, f"VAE compression {cfg.spatial} x patch size {cfg.patch_size}")
+    n = check_int("num_frames", r["num_frames"], 1)
+    if (n - 1) % cfg.temporal:
+        k = (n - 1) // cfg.temporal
+        fail("num_frames", n, f"must be {cfg.temporal}k+1 (the VAE compresses time by {cfg.temporal})",
+             [cfg.temporal * k + 1, cfg.temporal * (k + 1) + 1])
+    r["num_inference_steps"] = check_int("num_inference_steps", r.get("num_inference_steps") or 50, 1)
+    r["guidance_scale"] = check_number("guidance_scale", 6.0 if r.get("guidance_scale") is None
+                                       else r["guidance_scale"], 0.0)
+    r["num_videos_per_prompt"] = check_int("num_videos_per_prompt", r.get("num_videos_per_prompt") or 1, 1)
+    r["max_sequence_length"] = check_int("max_sequence_length", r.get("max_sequence_length")
+                                         or int(t.get("max_text_seq_length", 226)), 1)
+    if not t.get("use_rotary_positional_embeddings") and r["max_sequence_length"] != t.get("max_text_seq_length", 226):
+        fail("max_sequence_length", r["max_sequence_length"],
+             "this checkpoint's positional embedding is built for a fixed text length",
+             [t.get("max_text_seq_length", 226)])
+    prompts = as_prompt_list("prompt", r.get("prompt"))
+    if prompts is not None and r.get("prompt_embeds") is not None:
+        fail("prompt_embeds", r["prompt_embeds"], "given together with prompt; set prompt=null to use embeddings")
+    if prompts is None and r.get("prompt_embeds") is None:
+        fail("prompt", None, "give a prompt (or prompt_embeds=<file.npy>)")
+    negs = as_prompt_list("negative_prompt", r.get("negative_prompt"))
+    if prompts is not None and negs is not None and len(negs) not in (1, len(prompts)):
+        fail("negative_prompt", r["negative_prompt"],
+             f"has {len(negs)} entries but prompt has {len(prompts)}", "one string, or one per prompt")
+    if prompts is not None:
+        batch = len(prompts)
+    else:
+        embeds = load_array("prompt_embeds", r["prompt_embeds"])
+        if embeds.ndim != 3 or embeds.shape[-1] != t.get("text_embed_dim", 4096):
+            fail("prompt_embeds", r["prompt_embeds"],
+                 f"shape {embeds.shape}, expected (batch, seq, {t.get('text_embed_dim', 4096)})")
+        batch = embeds.shape[0]
+    r["batch_size"] = batch * r["num_videos_per_prompt"]
+    if r.get("scheduler"):
+        validate_scheduler(r["scheduler"].get("_class_name") or cfg.scheduler["_class_name"],
+                           {k: v for k, v in r["scheduler"].items() if k != "_class_name"})
+    shape = latent_shape(cfg, r["batch_size"], n, r["height"], r["width"])
+    if r.get("latents") is not None and not isinstance(r["latents"], np.ndarray):
+        r["latents"] = load_array("latents", r["latents"], shape)
+    elif isinstance(r.get("latents"), np.ndarray) and r["latents"].shape != shape:
+        fail("latents", f"array {r['latents'].shape}", f"expected shape {shape}")
+    tiling = r.get("vae_tiling") or {}
+    if tiling.get("enabled"):
+        for k in ("tile_sample_min_height", "tile_sample_min_width"):
+            if tiling.get(k) is not None:
+                check_multiple(f"vae.{k}", tiling[k], cfg.spatial, "VAE compression")
+    return r
+
+
+@dataclass
+class CogVideoX:
+    """A loaded CogVideoX checkpoint: its configs and the networks (MindSpore Cells)."""
+    configs: Configs
+    tokenizer: Any
+    text_encoder: Any
+    transformer: Any
+    vae: Any
+    dtype: Any = ms.float32
+    forward: Callable = None  # the (possibly jit-compiled) transformer call
+    embed_cache: dict = field(default_factory=dict)
+
+
+def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool = True) -> CogVideoX:
+    from toolkit.models.cogvideox.transformer import CogVideoXTransformer3DModel
+    from toolkit.models.cogvideox.vae import AutoencoderKLCogVideoX
+    from toolkit.models.t5.encoder import T5EncoderModel
+    from toolkit.text import load_tokenizer
+
+    cfg = read_configs(folder)
+    tokenizer = load_tokenizer(Path(folder) / "tokenizer")
+    text_encoder, _ = loading.build_and_load(T5EncoderModel, folder, "text_encoder", variant, dtype)
+    transformer, _ = loading.build_and_load(CogVideoXTransformer3DModel, folder, "transformer", variant, dtype)
+    vae, _ = loading.build_and_load(AutoencoderKLCogVideoX, folder, "vae", variant, dtype)
+    forward = ms.jit(transformer.construct) if jit else transformer
+    return CogVideoX(cfg, tokenizer, text_encoder, transformer, vae, dtype, forward)
+
+
+def encode(model: CogVideoX, r: dict) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(prompt_embeds, negative_prompt_embeds or None), cached per distinct text request."""
+    from toolkit.text import encode_prompt
+
+    do_cfg = r["guidance_scale"] > 1.0
+    if r.get("prompt_embeds") is not None:
+        embeds = load_array("prompt_embeds", r["prompt_embeds"])
+        neg = load_array("negative_prompt_embeds", r["negative_prompt_embeds"], embeds.shape) \
+            if r.get("negative_prompt_embeds") is not None else None
+        return encode_prompt(None, None, None, None, do_cfg=do_cfg,
+                             num_videos_per_prompt=r["num_videos_per_prompt"], prompt_embeds=embeds,
+                             negative_prompt_embeds=neg, max_sequence_length=r["max_sequence_length"])
+    key = (repr(r["prompt"]), repr(r.get("negative_prompt")), do_cfg, r["num_videos_per_prompt"],
+           r["max_sequence_length"])
+    if key not in model.embed_cache:
+        model.embed_cache[key] = encode_prompt(
+            model.tokenizer, model.text_encoder, r["prompt"], r.get("negative_prompt"), do_cfg=do_cfg,
+            num_videos_per_prompt=r["num_videos_per_prompt"], max_sequence_length=r["max_sequence_length"])
+    return model.embed_cache[key]
+
+
+def generate(model: CogVideoX, r: dict, rng: np.random.Generator, timer: Timer | None = None,
+             callback=None, progress: bool = True) -> np.ndarray:
+    """Frames (B, F, H, W, 3) float32 in [0, 1] for a request already completed by ``check_request``."""
+    from toolkit.models.cogvideox.transformer import rotary_tables_for
+
+    timer = timer or Timer()
+    cfg = model.configs
+    with timer("encode_prompt"):
+        cond, uncond = encode(model, r)
+    scheduler_config = dict(cfg.scheduler)
+    overrides = {k: v for k, v in (r.get("scheduler") or {}).items() if v is not None}
+    if overrides.get("_class_name"):
+        scheduler_config["_class_name"] = overrides.pop("_class_name")
+    sampler = build_sampler(scheduler_config, r["num_inference_steps"], overrides)
+
+    shape = latent_shape(cfg, r["batch_size"], r["num_frames"], r["height"], r["width"])
+    x = initial_latents(shape, r.get("latents"), rng, sampler.init_noise_sigma)
+
+    rotary = None
+    if cfg.transformer.get("use_rotary_positional_embeddings"):
+        rotary = tuple(ms.Tensor(a, ms.float32) for a in rotary_tables_for(
+            cfg.transformer, shape[1], r["height"] // cfg.spatial, r["width"] // cfg.spatial))
+
+    def net(x, t, text):
+        ts = ms.Tensor(np.full((x.shape[0],), t, np.float32))
+        out = model.forward(ms.Tensor(x), ms.Tensor(text), ts, *(rotary or (None, None)))
+        return out.asnumpy().astype(np.float32)
+
+    scale = r["guidance_scale"]
+    steps = r["num_inference_steps"]
+    if r.get("use_dynamic_cfg"):
+        scale_fn = lambda i, t: cogvideox_dynamic_guidance(scale, float(t), steps)  # noqa: E731
+    else:
+        scale_fn = lambda i, t: scale  # noqa: E731
+    model_fn = classifier_free_guidance(net, cond, uncond if scale > 1.0 else None, scale_fn)
+    with timer("denoise"):
+        x = sample(model_fn, x, sampler, rng=rng, callback=callback, progress=progress)
+    with timer("decode"):
+        _, pad = latent_frames(cfg, r["num_frames"])
+        video = decode(model, x[:, pad:], r.get("vae_tiling") or {})
+    return video_to_frames(video)
+
+
+def decode(model: CogVideoX, latents: np.ndarray, tiling: dict) -> np.ndarray:
+    """Latents (B, F, C, h, w) -> video (B, C, F', H, W) in [-1, 1], untiled or tiled."""
+    from toolkit.vae_tiling import vae_decode_tiled
+
+    z = latents.transpose(0, 2, 1, 3, 4) / np.float32(model.configs.vae.get("scaling_factor", 1.15258426))
+    z = ms.Tensor(z.astype(np.float32))
+    if tiling.get("enabled"):
+        kw = {k: v for k, v in tiling.items() if k != "enabled" and v is not None}
+        out = model.vae.decode_tiled(z, **kw)
+    else:
+        out = model.vae.decode(z)
+    return out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)

@@ -1,0 +1,157 @@
+"""One generation run from a plain request dict (what the Hydra config resolves to), writing the run
+directory: ``frames.npy``, ``video.mp4`` (and ``video.gif``), ``run.json``.
+
+No Hydra here: ``experiments/generate.py`` resolves the config and calls ``run``; a notebook can call
+it with a dict. Checks run before any weights load; outputs are written atomically, ``run.json`` last,
+so a run directory with ``run.json`` is complete.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import toolkit
+from toolkit import io as tio
+from toolkit import loading
+from toolkit.pipelines.common import RequestError, Timer, check_choice
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {"cogvideox": "toolkit.pipelines.cogvideox"}
+EMBEDDED_PREFIX = "embedded:"
+_loaded: dict = {}  # (family, folder, dtype, variant, jit) -> loaded model, reused across runs in a process
+
+
+def family_module(name: str):
+    check_choice("model.family", name, FAMILIES)
+    return importlib.import_module(FAMILIES[name])
+
+
+def resolve_model_path(model: dict, configs_only: bool = False) -> Path:
+    path = model.get("path")
+    if path is None:
+        raise RequestError("model.path=None: give a local folder, a hub repo id, or embedded:<name>")
+    path = str(path)
+    if path.startswith(EMBEDDED_PREFIX):
+        from toolkit import embedded
+
+        return embedded.ensure(path[len(EMBEDDED_PREFIX):])
+    patterns = ["*.json", "*.txt", "*.model"] if configs_only else None
+    return loading.resolve_checkpoint(path, model.get("revision"), allow_patterns=patterns)
+
+
+def compute_dtype(name: str):
+    """The MindSpore dtype to compute in. CPUs have no bf16 matmul/conv kernels: bf16 weights are
+    computed in float32 there (logged, and recorded in run.json)."""
+    import mindspore as ms
+
+    check_choice("model.dtype", name, loading.DTYPES)
+    if name == "bfloat16" and ms.get_context("device_target") == "CPU":
+        log.warning("model.dtype=bfloat16: no bf16 kernels on CPU; computing in float32")
+        return ms.float32, "float32"
+    return loading.DTYPES[name], name
+
+
+def check_output(out: dict) -> None:
+    fps = out.get("fps", 8)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
+        raise RequestError(f"output.fps={fps!r}: must be a positive number")
+
+
+def prepare(request: dict):
+    """Resolve the checkpoint's configs and check the request: everything that can fail before loading."""
+    model = request["model"]
+    fam = family_module(model.get("family"))
+    check_choice("model.dtype", model.get("dtype", "float32"), loading.DTYPES)
+    check_output(request.get("output") or {})
+    if request.get("logger", "none") not in ("none", None):
+        check_choice("logger", request.get("logger"), ["none"])
+    folder = resolve_model_path(model, configs_only=True)
+    configs = fam.read_configs(folder)
+    checked = fam.check_request(_family_request(request), configs)
+    return fam, configs, checked
+
+
+def _family_request(request: dict) -> dict:
+    r = {k: v for k, v in request.items() if k not in ("model", "output", "runtime", "logger", "vae", "hydra")}
+    vae = request.get("vae") or {}
+    r["vae_tiling"] = {"enabled": bool(vae.get("tiling")),
+                       **{k: v for k, v in vae.items() if k != "tiling"}}
+    sched = dict(request.get("scheduler") or {})
+    name = sched.pop("name", None)
+    r["scheduler"] = {**({"_class_name": name} if name else {}), **{k: v for k, v in sched.items() if v is not None}}
+    return r
+
+
+def load_model(fam, request: dict):
+    model = request["model"]
+    dtype, dtype_name = compute_dtype(model.get("dtype", "float32"))
+    jit = bool((request.get("runtime") or {}).get("jit", True))
+    folder = resolve_model_path(model)
+    key = (fam.__name__, str(folder), dtype_name, model.get("variant"), jit)
+    if key not in _loaded:
+        _loaded.clear()  # one model in memory at a time
+        _loaded[key] = fam.load(folder, dtype=dtype, variant=model.get("variant"), jit=jit)
+    return _loaded[key], dtype_name
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run(request: dict, run_dir: str | Path, callback=None) -> dict:
+    """Generate and write the run directory; returns the run record (also written as run.json)."""
+    run_dir = Path(run_dir)
+    timer = Timer()
+    start = time.perf_counter()
+    with timer("check"):
+        fam, configs, checked = prepare(request)
+    with timer("load"):
+        model, dtype_name = load_model(fam, request)
+    rng = np.random.Generator(np.random.PCG64(int(request.get("seed", 0))))
+    steps = []
+
+    def on_step(rec):
+        steps.append({"i": rec.i, "t": rec.t, "guidance_scale": rec.guidance_scale, "seconds": rec.seconds})
+        if callback is not None:
+            callback(rec)
+
+    frames = fam.generate(model, checked, rng, timer=timer, callback=on_step,
+                          progress=bool((request.get("runtime") or {}).get("progress", True)))
+    out = request.get("output") or {}
+    fps = out.get("fps", 8)
+    files = []
+    with timer("write"):
+        for b, video in enumerate(frames):
+            suffix = "" if len(frames) == 1 else f"_{b}"
+            if out.get("frames", True):
+                files.append(tio.save_npy(run_dir / f"frames{suffix}.npy", video).name)
+            if out.get("video", True):
+                files.append(tio.export_to_video(video, run_dir / f"video{suffix}.mp4", fps=fps).name)
+            if out.get("gif", False):
+                files.append(tio.export_to_gif(video, run_dir / f"video{suffix}.gif", fps=fps).name)
+    record = {
+        "config": request,
+        "resolved": {k: v for k, v in checked.items() if not isinstance(v, np.ndarray)},
+        "model_folder": str(resolve_model_path(request["model"], configs_only=True)),
+        "compute_dtype": dtype_name,
+        "frames_shape": list(frames.shape[1:]),
+        "files": files,
+        "timings_s": {**timer.seconds, "total": time.perf_counter() - start},
+        "steps": steps,
+        "peak_rss_mb": peak_rss_mb(),
+        "toolkit_version": toolkit.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "pid": os.getpid(),
+    }
+    tio.save_json(run_dir / "run.json", record)
+    return record
