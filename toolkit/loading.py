@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import mindspore as ms
-import numpy as np
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
@@ -164,8 +163,7 @@ def load_weights(net: ms.nn.Cell, files: list[Path], dtype=ms.float32, where: st
         raise CheckpointError("\n".join(lines))
     for name, key in mapped.items():
         src = state[key]
-        value = src if src.dtype == dtype else ms.Tensor(src.asnumpy().astype(np.float32) if src.dtype == ms.bfloat16 else src.asnumpy()).astype(dtype)
-        params[name].set_data(value if isinstance(value, ms.Tensor) else ms.Tensor(value))
+        params[name].set_data(src if src.dtype == dtype else src.astype(dtype))
     return net
 
 
