@@ -210,14 +210,11 @@ def generate(model: CogVideoX, r: dict, rng: np.random.Generator, timer: Timer |
     shape = latent_shape(cfg, r["batch_size"], r["num_frames"], r["height"], r["width"])
     x = initial_latents(shape, r.get("latents"), rng, sampler.init_noise_sigma)
 
-    rotary = None
-    if cfg.transformer.get("use_rotary_positional_embeddings"):
-        rotary = tuple(ms.Tensor(a, ms.float32) for a in rotary_tables_for(
-            cfg.transformer, shape[1], r["height"] // cfg.spatial, r["width"] // cfg.spatial))
+    rotary = rotary_tables_for(cfg.transformer, shape[1], r["height"] // cfg.spatial, r["width"] // cfg.spatial)
 
     def net(x, t, text):
         ts = ms.Tensor(np.full((x.shape[0],), t, np.float32))
-        out = model.forward(ms.Tensor(x), ms.Tensor(text), ts, *(rotary or (None, None)))
+        out = model.forward(ms.Tensor(x), ms.Tensor(text), ts, *rotary)
         return out.asnumpy().astype(np.float32)
 
     scale = r["guidance_scale"]
