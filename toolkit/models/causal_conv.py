@@ -19,8 +19,6 @@ from mindspore import Tensor, nn, ops
 
 from toolkit.models.layers import Conv3d
 
-SAFE_CONV_GIB = 2.0  # diffusers' threshold: inputs above ~2 GiB (counted at 2 bytes/value) are split in time
-
 
 def _triple(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
@@ -29,10 +27,13 @@ def _triple(v) -> tuple:
 class SafeConv3d(Conv3d):
     """``Conv3d`` that splits very large inputs along time (diffusers ``CogVideoXSafeConv3d``).
 
-    Above ``SAFE_CONV_GIB`` the input is cut into ``int(GiB / 2) + 1`` chunks (``torch.chunk`` sizes),
-    each chunk after the first prefixed with the previous chunk's last ``kt - 1`` frames, so the
-    result equals the unsplit convolution (for temporal stride 1, which is all CogVideoX uses).
+    Above ``max_gib`` (diffusers: 2 GiB, counting 2 bytes per value) the input is cut into
+    ``int(GiB / max_gib) + 1`` chunks (``torch.chunk`` sizes), each after the first prefixed with the
+    previous chunk's last ``kt - 1`` frames, so the result equals the unsplit convolution (for
+    temporal stride 1, which is all CogVideoX uses).
     """
+
+    max_gib = 2.0
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
@@ -41,9 +42,9 @@ class SafeConv3d(Conv3d):
     def construct(self, x):
         b, c, f, h, w = x.shape
         gib = b * c * f * h * w * 2 / 1024**3
-        if gib <= SAFE_CONV_GIB:
+        if gib <= self.max_gib:
             return super().construct(x)
-        parts = int(gib / 2) + 1
+        parts = int(gib / self.max_gib) + 1
         step = -(-f // parts)  # torch.chunk: ceil-sized chunks, possibly fewer than asked
         starts = list(range(0, f, step))
         k = self.time_kernel_size

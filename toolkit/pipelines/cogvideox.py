@@ -135,12 +135,28 @@ def check_request(req: dict, cfg: Configs) -> dict:
         r["latents"] = load_array("latents", r["latents"], shape)
     elif isinstance(r.get("latents"), np.ndarray) and r["latents"].shape != shape:
         fail("latents", f"array {r['latents'].shape}", f"expected shape {shape}")
-    tiling = r.get("vae_tiling") or {}
-    if tiling.get("enabled"):
-        for k in ("tile_sample_min_height", "tile_sample_min_width"):
-            if tiling.get(k) is not None:
-                check_multiple(f"vae.{k}", tiling[k], cfg.spatial, "VAE compression")
+    r["vae_tiling"] = check_tiling(r.get("vae_tiling") or {}, cfg)
     return r
+
+
+def check_tiling(tiling: dict, cfg: Configs) -> dict:
+    """Complete the tiling keys (defaults as the VAE's: half its sample size, overlaps 1/6 and 1/5) and
+    check that the tiles cover the output exactly (diffusers would silently return a wrong size)."""
+    from toolkit.vae_tiling import cogvideox_tile_geometry
+
+    if not tiling.get("enabled"):
+        return {"enabled": False}
+    t = {"tile_sample_min_height": tiling.get("tile_sample_min_height") or cfg.vae.get("sample_height", 480) // 2,
+         "tile_sample_min_width": tiling.get("tile_sample_min_width") or cfg.vae.get("sample_width", 720) // 2,
+         "tile_overlap_factor_height": tiling.get("tile_overlap_factor_height") or 1 / 6,
+         "tile_overlap_factor_width": tiling.get("tile_overlap_factor_width") or 1 / 5}
+    for k in ("tile_sample_min_height", "tile_sample_min_width"):
+        check_multiple(f"vae.{k}", t[k], cfg.spatial, "VAE compression")
+    try:
+        cogvideox_tile_geometry(spatial_ratio=cfg.spatial, **t).check()
+    except ValueError as e:
+        fail("vae.tile_sample_min_height/width", (t["tile_sample_min_height"], t["tile_sample_min_width"]), str(e))
+    return {"enabled": True, **t}
 
 
 @dataclass
@@ -234,13 +250,10 @@ def generate(model: CogVideoX, r: dict, rng: np.random.Generator, timer: Timer |
 
 def decode(model: CogVideoX, latents: np.ndarray, tiling: dict) -> np.ndarray:
     """Latents (B, F, C, h, w) -> video (B, C, F', H, W) in [-1, 1], untiled or tiled."""
-    from toolkit.vae_tiling import vae_decode_tiled
-
     z = latents.transpose(0, 2, 1, 3, 4) / np.float32(model.configs.vae.get("scaling_factor", 1.15258426))
-    z = ms.Tensor(z.astype(np.float32))
+    z = ms.Tensor(np.ascontiguousarray(z, dtype=np.float32))
     if tiling.get("enabled"):
-        kw = {k: v for k, v in tiling.items() if k != "enabled" and v is not None}
-        out = model.vae.decode_tiled(z, **kw)
+        out = model.vae.decode_tiled(z, **{k: v for k, v in tiling.items() if k != "enabled"})
     else:
         out = model.vae.decode(z)
-    return out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
+    return out.asnumpy()
