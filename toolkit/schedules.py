@@ -45,8 +45,9 @@ def torch_linspace(start: float, end: float, steps: int, dtype=np.float32) -> np
     fs, fe, fstep = Fraction(float(s)), Fraction(float(e)), Fraction(float(step))
     half = steps // 2
     exact = [fs + fstep * i if i < half else fe - fstep * (steps - 1 - i) for i in range(steps)]
-    # Fraction -> float is correctly rounded to float64; for float32 the float64 intermediate is exact
-    # for these magnitudes in practice (products of two 24-bit mantissas fit in 53 bits).
+    # Fraction -> float is correctly rounded to float64. For float32 this rounds twice (to float64, then to
+    # float32), which can differ from a single fused rounding only when the exact value lies within 2^-53 of a
+    # float32 rounding boundary; the tests compare with torch bit for bit.
     return np.array([float(v) for v in exact], dtype=np.float64).astype(dtype)
 
 
@@ -100,12 +101,11 @@ def alphas_cumprod(betas: np.ndarray) -> np.ndarray:
 
 def _rescale_sqrt_alpha_bar(alpha_bar: np.ndarray) -> np.ndarray:
     # Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1.
-    one = alpha_bar.dtype.type
     root = np.sqrt(alpha_bar)
     root_0, root_T = root[0], root[-1]
     root = root - root_T                          # shift so the last timestep is zero
     root = root * (root_0 / (root_0 - root_T))    # scale so the first timestep keeps its value
-    return (root * root).astype(alpha_bar.dtype) if one else root
+    return root * root
 
 
 def rescale_zero_terminal_snr_alphas_cumprod(alphas_cumprod_: np.ndarray) -> np.ndarray:
