@@ -1,0 +1,19 @@
+"""Running experiments/generate.py as a user does, in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate(*overrides: str, cwd: Path | None = None, check: bool = True, env: dict | None = None,
+             multirun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "experiments" / "generate.py")] + (["-m"] if multirun else []) + list(overrides)
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=e, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"generate failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
