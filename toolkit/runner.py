@@ -72,6 +72,7 @@ def prepare(request: dict):
     fam = family_module(model.get("family"))
     check_choice("model.dtype", model.get("dtype", "float32"), loading.DTYPES)
     check_output(request.get("output") or {})
+    check_choice("vae.posterior", (request.get("vae") or {}).get("posterior", "sample"), ["sample", "mode"])
     if request.get("logger", "none") not in ("none", None):
         check_choice("logger", request.get("logger"), ["none"])
     folder = resolve_model_path(model, configs_only=True)
@@ -83,8 +84,9 @@ def prepare(request: dict):
 def _family_request(request: dict) -> dict:
     r = {k: v for k, v in request.items() if k not in ("model", "output", "runtime", "logger", "vae", "hydra")}
     vae = request.get("vae") or {}
+    r["vae_posterior"] = vae.get("posterior", "sample")
     r["vae_tiling"] = {"enabled": bool(vae.get("tiling")),
-                       **{k: v for k, v in vae.items() if k != "tiling"}}
+                       **{k: v for k, v in vae.items() if k.startswith("tile_")}}
     sched = dict(request.get("scheduler") or {})
     name = sched.pop("name", None)
     r["scheduler"] = {**({"_class_name": name} if name else {}), **{k: v for k, v in sched.items() if v is not None}}
