@@ -37,3 +37,30 @@ def cogvideox_ref(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.Generator(np.random.PCG64(1234))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_cache(tmp_path_factory):
+    """Embedded checkpoints are written into a per-session cache (also seen by CLI subprocesses)."""
+    path = tmp_path_factory.mktemp("mindvideo_cache")
+    old = os.environ.get("MINDVIDEO_CACHE")
+    os.environ["MINDVIDEO_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MINDVIDEO_CACHE", None)
+    else:
+        os.environ["MINDVIDEO_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def base_request():
+    """The default config (embedded tiny CogVideoX) as the plain dict the runner takes, tiny settings."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("generate", overrides=["num_inference_steps=2", "runtime.progress=false"])
+    return OmegaConf.to_container(cfg, resolve=True)

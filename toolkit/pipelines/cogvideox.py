@@ -80,6 +80,10 @@ def latent_shape(cfg: Configs, batch: int, num_frames: int, height: int, width: 
     return (batch, f, int(cfg.transformer["in_channels"]), height // cfg.spatial, width // cfg.spatial)
 
 
+def _given(r: dict, key: str, default):
+    return default if r.get(key) is None else r[key]
+
+
 def check_request(req: dict, cfg: Configs) -> dict:
     """Validate and complete a request against the checkpoint's configs. Raises RequestError naming the
     key and the allowed values; nothing heavy has happened yet."""
@@ -99,12 +103,11 @@ def check_request(req: dict, cfg: Configs) -> dict:
         k = (n - 1) // cfg.temporal
         fail("num_frames", n, f"must be {cfg.temporal}k+1 (the VAE compresses time by {cfg.temporal})",
              [cfg.temporal * k + 1, cfg.temporal * (k + 1) + 1])
-    r["num_inference_steps"] = check_int("num_inference_steps", r.get("num_inference_steps") or 50, 1)
-    r["guidance_scale"] = check_number("guidance_scale", 6.0 if r.get("guidance_scale") is None
-                                       else r["guidance_scale"], 0.0)
-    r["num_videos_per_prompt"] = check_int("num_videos_per_prompt", r.get("num_videos_per_prompt") or 1, 1)
-    r["max_sequence_length"] = check_int("max_sequence_length", r.get("max_sequence_length")
-                                         or int(t.get("max_text_seq_length", 226)), 1)
+    r["num_inference_steps"] = check_int("num_inference_steps", _given(r, "num_inference_steps", 50), 1)
+    r["guidance_scale"] = check_number("guidance_scale", _given(r, "guidance_scale", 6.0), 0.0)
+    r["num_videos_per_prompt"] = check_int("num_videos_per_prompt", _given(r, "num_videos_per_prompt", 1), 1)
+    r["max_sequence_length"] = check_int("max_sequence_length", _given(
+        r, "max_sequence_length", int(t.get("max_text_seq_length", 226))), 1)
     if not t.get("use_rotary_positional_embeddings") and r["max_sequence_length"] != t.get("max_text_seq_length", 226):
         fail("max_sequence_length", r["max_sequence_length"],
              "this checkpoint's positional embedding is built for a fixed text length",
