@@ -21,14 +21,8 @@ CASES = [  # (transformer flavour, checkpoint scheduler, dynamic CFG)
 
 
 def reference_frames(pipe, latents, seed, monkeypatch, **kw):
-    """diffusers' frames; the DPM scheduler's per-step noise is drawn from numpy PCG64(seed), as ours is."""
-    import torch
-    import diffusers.schedulers.scheduling_dpm_cogvideox as dpm
     from tests.reference import cogvideox as ref
-
-    rng = np.random.Generator(np.random.PCG64(seed))
-    monkeypatch.setattr(dpm, "randn_tensor", lambda shape, **_: torch.from_numpy(
-        rng.standard_normal(tuple(shape)).astype(np.float32)))
+    ref.feed_numpy_noise(monkeypatch, seed)
     return ref.run(pipe, latents, **kw)
 
 

@@ -95,3 +95,13 @@ def run(pipe: CogVideoXPipeline, latents: np.ndarray, prompt="a cat walks on the
                height=height, width=width, latents=torch.from_numpy(latents),
                max_sequence_length=MAX_SEQ, output_type="np", generator=torch.Generator().manual_seed(0))
     return np.asarray(out.frames[0], dtype=np.float32)
+
+
+def feed_numpy_noise(monkeypatch, seed: int) -> None:
+    """Make the DPM scheduler's per-step noise come from numpy PCG64(seed), in the order the toolkit
+    draws it (float64 draws cast to float32), so a stochastic sampler can be compared."""
+    import diffusers.schedulers.scheduling_dpm_cogvideox as dpm
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    monkeypatch.setattr(dpm, "randn_tensor", lambda shape, **_: torch.from_numpy(
+        rng.standard_normal(tuple(shape)).astype(np.float32)))
