@@ -13,10 +13,11 @@ import pytest
 from tests.cli import generate
 
 ATOL = 1e-4
-CASES = [  # (transformer flavour, checkpoint scheduler, dynamic CFG)
-    ("2b", "CogVideoXDDIMScheduler", False),
-    ("5b", "CogVideoXDPMScheduler", True),
-    ("1.5", "DDIMScheduler", False),
+CASES = [  # (transformer flavour, checkpoint scheduler, dynamic CFG, guidance scale)
+    ("2b", "CogVideoXDDIMScheduler", False, 6.0),
+    ("5b", "CogVideoXDPMScheduler", True, 6.0),
+    ("1.5", "DDIMScheduler", False, 6.0),
+    ("5b", "CogVideoXDDIMScheduler", False, 1.0),  # guidance off: one conditional pass
 ]
 
 
@@ -36,19 +37,62 @@ def toolkit_frames(folder, latents_path, run_dir, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour,scheduler,dynamic", CASES)
-def test_frames_match_diffusers_from_the_same_latents(cogvideox_ref, flavour, scheduler, dynamic, tmp_path,
-                                                      monkeypatch):
+@pytest.mark.parametrize("flavour,scheduler,dynamic,guidance", CASES)
+def test_frames_match_diffusers_from_the_same_latents(cogvideox_ref, flavour, scheduler, dynamic, guidance,
+                                                      tmp_path, monkeypatch):
     from tests.reference import cogvideox as ref
     folder, pipe = cogvideox_ref(flavour, scheduler)
     latents = np.random.default_rng(3).standard_normal(ref.latent_shape(pipe)).astype(np.float32)
     np.save(tmp_path / "latents.npy", latents)
-    expected = reference_frames(pipe, latents, 7, monkeypatch, num_inference_steps=2, guidance_scale=6.0,
+    expected = reference_frames(pipe, latents, 7, monkeypatch, num_inference_steps=2, guidance_scale=guidance,
                                 use_dynamic_cfg=dynamic)
     got = toolkit_frames(folder, tmp_path / "latents.npy", tmp_path / "run", "num_inference_steps=2",
-                         "guidance_scale=6.0", f"use_dynamic_cfg={str(dynamic).lower()}")
+                         f"guidance_scale={guidance}", f"use_dynamic_cfg={str(dynamic).lower()}")
     assert got.shape == expected.shape == (ref.NUM_FRAMES, ref.HEIGHT, ref.WIDTH, 3)
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
     assert np.abs(got - expected).max() < ATOL
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["resolved"]["num_inference_steps"] == 2 and len(record["steps"]) == 2
+
+
+@pytest.mark.slow
+def test_sharded_variant_checkpoint_gives_the_same_frames(cogvideox_ref, tmp_path, monkeypatch):
+    from tests.reference import cogvideox as ref
+    folder, pipe = cogvideox_ref("5b", "CogVideoXDDIMScheduler", variant="fp16", max_shard_size="60KB")
+    shards = sorted(p.name for p in (folder / "transformer").iterdir())
+    assert any("fp16-00001-of-" in n for n in shards), shards  # really sharded variant files
+    latents = np.random.default_rng(4).standard_normal(ref.latent_shape(pipe)).astype(np.float32)
+    np.save(tmp_path / "latents.npy", latents)
+    expected = reference_frames(pipe, latents, 7, monkeypatch, num_inference_steps=2, guidance_scale=6.0)
+    got = toolkit_frames(folder, tmp_path / "latents.npy", tmp_path / "run", "model.variant=fp16",
+                         "num_inference_steps=2", "guidance_scale=6.0", "use_dynamic_cfg=false")
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_scheduler_swapped_from_config_matches_diffusers_from_config(cogvideox_ref, tmp_path, monkeypatch):
+    from diffusers import DDIMScheduler
+    from tests.reference import cogvideox as ref
+    folder, pipe = cogvideox_ref("2b", "CogVideoXDDIMScheduler")
+    latents = np.random.default_rng(5).standard_normal(ref.latent_shape(pipe)).astype(np.float32)
+    np.save(tmp_path / "latents.npy", latents)
+    original = pipe.scheduler
+    pipe.scheduler = DDIMScheduler.from_config(original.config, timestep_spacing="linspace")
+    try:
+        expected = reference_frames(pipe, latents, 7, monkeypatch, num_inference_steps=3, guidance_scale=4.0)
+    finally:
+        pipe.scheduler = original
+    got = toolkit_frames(folder, tmp_path / "latents.npy", tmp_path / "run", "scheduler=ddim",
+                         "scheduler.timestep_spacing=linspace", "num_inference_steps=3", "guidance_scale=4.0",
+                         "use_dynamic_cfg=false")
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_and_eager_denoisers_give_the_same_frames(tmp_path):
+    runs = {}
+    for jit in ("true", "false"):
+        generate(f"hydra.run.dir={tmp_path / jit}", f"runtime.jit={jit}", "num_inference_steps=2",
+                 "runtime.progress=false")
+        runs[jit] = np.load(tmp_path / jit / "frames.npy")
+    np.testing.assert_allclose(runs["true"], runs["false"], atol=1e-5, rtol=0)
