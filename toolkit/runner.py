@@ -7,7 +7,9 @@ so a run directory with ``run.json`` is complete.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import logging
 import os
 import platform
@@ -20,7 +22,7 @@ import numpy as np
 
 import toolkit
 from toolkit import io as tio
-from toolkit import loading
+from toolkit import loading, metrics
 from toolkit.pipelines.common import RequestError, Timer, check_choice
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 FAMILIES = {"cogvideox": "toolkit.pipelines.cogvideox"}
 EMBEDDED_PREFIX = "embedded:"
 _loaded: dict = {}  # (family, folder, dtype, variant, jit) -> loaded model, reused across runs in a process
+_load_count = [0]  # models loaded by this process (a sweep in one process loads once)
 
 
 def family_module(name: str):
@@ -73,8 +76,6 @@ def prepare(request: dict):
     check_choice("model.dtype", model.get("dtype", "float32"), loading.DTYPES)
     check_output(request.get("output") or {})
     check_choice("vae.posterior", (request.get("vae") or {}).get("posterior", "sample"), ["sample", "mode"])
-    if request.get("logger", "none") not in ("none", None):
-        check_choice("logger", request.get("logger"), ["none"])
     folder = resolve_model_path(model, configs_only=True)
     configs = fam.read_configs(folder)
     checked = fam.check_request(_family_request(request), configs)
@@ -102,22 +103,63 @@ def load_model(fam, request: dict):
     if key not in _loaded:
         _loaded.clear()  # one model in memory at a time
         _loaded[key] = fam.load(folder, dtype=dtype, variant=model.get("variant"), jit=jit)
+        _load_count[0] += 1
     return _loaded[key], dtype_name
+
+
+NOT_OUTPUT_KEYS = ("hydra", "logger")  # keys that do not change a run's outputs
+NOT_OUTPUT_SUBKEYS = {"runtime": ("progress",)}
+
+
+def config_hash(request: dict) -> str:
+    """Hash of everything in the request that can change the outputs: two runs with the same hash
+    produce the same files, so a complete one need not run again."""
+    r = {k: v for k, v in request.items() if k not in NOT_OUTPUT_KEYS}
+    for key, subs in NOT_OUTPUT_SUBKEYS.items():
+        if isinstance(r.get(key), dict):
+            r[key] = {k: v for k, v in r[key].items() if k not in subs}
+    blob = json.dumps(r, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def completed_record(run_dir: Path, digest: str) -> dict | None:
+    """The run.json of a complete run with this config hash in ``run_dir``, if there is one."""
+    try:
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("config_hash") != digest:
+        return None
+    if not all((Path(run_dir) / f).exists() for f in record.get("files", [])):
+        return None
+    return record
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run(request: dict, run_dir: str | Path, callback=None) -> dict:
-    """Generate and write the run directory; returns the run record (also written as run.json)."""
+def run(request: dict, run_dir: str | Path, callback=None, resume: bool = True) -> dict:
+    """Generate and write the run directory; returns the run record (also written as run.json).
+
+    With ``resume``, a run directory that already holds the complete outputs of the same config (same
+    ``config_hash``) is not run again: its record is returned with ``"skipped": True``.
+    """
     run_dir = Path(run_dir)
+    digest = config_hash(request)
+    if resume:
+        done = completed_record(run_dir, digest)
+        if done is not None:
+            log.info("skipping %s: complete outputs of the same config (hash %s)", run_dir, digest)
+            return {**done, "skipped": True}
     timer = Timer()
     start = time.perf_counter()
     with timer("check"):
         fam, configs, checked = prepare(request)
+    loads_before = _load_count[0]
     with timer("load"):
         model, dtype_name = load_model(fam, request)
+    embeds_before = len(getattr(model, "embed_cache", {}))
     rng = np.random.Generator(np.random.PCG64(int(request.get("seed", 0))))
     steps = []
 
@@ -128,6 +170,10 @@ def run(request: dict, run_dir: str | Path, callback=None) -> dict:
 
     frames = fam.generate(model, checked, rng, timer=timer, callback=on_step,
                           progress=bool((request.get("runtime") or {}).get("progress", True)))
+    reused = {"model": _load_count[0] == loads_before,
+              "prompt_embeds": len(getattr(model, "embed_cache", {})) == embeds_before}
+    with timer("metrics"):
+        video_scores = [metrics.video_metrics(v) for v in frames]
     out = request.get("output") or {}
     fps = out.get("fps", 8)
     files = []
@@ -145,7 +191,10 @@ def run(request: dict, run_dir: str | Path, callback=None) -> dict:
         "resolved": {k: v for k, v in checked.items() if not isinstance(v, np.ndarray)},
         "model_folder": str(resolve_model_path(request["model"], configs_only=True)),
         "compute_dtype": dtype_name,
+        "config_hash": digest,
         "frames_shape": list(frames.shape[1:]),
+        "metrics": video_scores[0] if len(video_scores) == 1 else video_scores,
+        "reused": reused,
         "files": files,
         "timings_s": {**timer.seconds, "total": time.perf_counter() - start},
         "steps": steps,
