@@ -135,10 +135,24 @@ def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
     return np.minimum(idx, in_size - 1).astype(np.int32)
 
 
+def repeat_axis(x: Tensor, axis: int, repeats: int) -> Tensor:
+    """Each element repeated ``repeats`` times along ``axis`` (repeat_interleave) by broadcast and
+    reshape: no gather, which is slow on MindSpore's CPU backend."""
+    shape = tuple(x.shape)
+    expanded = ops.broadcast_to(x.expand_dims(axis + 1), shape[:axis + 1] + (repeats,) + shape[axis + 1:])
+    return expanded.reshape(shape[:axis] + (shape[axis] * repeats,) + shape[axis + 1:])
+
+
 def resize_nearest(x: Tensor, size: tuple, first_axis: int = 2) -> Tensor:
-    """torch-style nearest resize of the trailing axes (from ``first_axis``) to ``size``; exact gathers."""
+    """torch-style nearest resize of the trailing axes (from ``first_axis``) to ``size``. An integer
+    up-scaling factor is an exact repeat; other ratios gather torch's source indices."""
     for k, n in enumerate(size):
         axis = first_axis + k
-        if x.shape[axis] != n:
-            x = ops.gather(x, Tensor(nearest_indices(x.shape[axis], n)), axis)
+        m = x.shape[axis]
+        if m == n:
+            continue
+        if n % m == 0:
+            x = repeat_axis(x, axis, n // m)
+        else:
+            x = ops.gather(x, Tensor(nearest_indices(m, n)), axis)
     return x
