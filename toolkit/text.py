@@ -126,3 +126,88 @@ def encode_prompt(tokenizer, encoder, prompt: str | list[str] | None, negative_p
     if return_attention_mask:
         return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
     return prompt_embeds, negative_prompt_embeds
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLIP (Stable Diffusion 1.x text encoder: AnimateDiff, I2VGen-XL)
+
+
+def tokenize_clip(tokenizer, prompts: list[str], max_length: int | None = None) -> Tokens:
+    """CLIP tokenization as diffusers' StableDiffusion/AnimateDiff ``encode_prompt``: ``<|startoftext|>``
+    prompt ``<|endoftext|>``, padded with ``<|endoftext|>`` to ``max_length`` (default the tokenizer's
+    ``model_max_length``, 77), longer prompts truncated (keeping the end token) with a warning."""
+    max_length = max_length or tokenizer.model_max_length
+    out = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="np")
+    ids = np.asarray(out["input_ids"], dtype=np.int64)
+    untruncated = np.asarray(tokenizer(prompts, padding="longest", return_tensors="np")["input_ids"])
+    if untruncated.shape[-1] >= ids.shape[-1] and not np.array_equal(untruncated, ids):
+        removed = tokenizer.batch_decode(untruncated[:, max_length - 1: -1])
+        log.warning("The following part of your input was truncated because CLIP can only handle sequences up "
+                    "to %d tokens: %s", max_length, removed)
+    return Tokens(ids, np.asarray(out["attention_mask"], dtype=np.int64))
+
+
+def _clip_embed(tokenizer, text_encoder, prompts: list[str], max_length: int | None, clip_skip: int | None):
+    import mindspore as ms
+
+    tokens = tokenize_clip(tokenizer, prompts, max_length)
+    mask = ms.Tensor(tokens.attention_mask) if getattr(text_encoder, "use_attention_mask", False) else None
+    return text_encoder.encode(ms.Tensor(tokens.input_ids), mask, clip_skip).asnumpy().astype(np.float32)
+
+
+def encode_prompt_clip(tokenizer, text_encoder, prompt: str | list[str] | None,
+                       negative_prompt: str | list[str] | None = None, *, do_cfg: bool,
+                       num_videos_per_prompt: int = 1, clip_skip: int | None = None, prompt_embeds=None,
+                       negative_prompt_embeds=None, clip_skip_negative: bool = False):
+    """``(prompt_embeds (B * n, 77, D), negative_prompt_embeds (B * n, 77, D) or None)`` as numpy float32,
+    as diffusers' StableDiffusionPipeline / AnimateDiffPipeline.encode_prompt compute them.
+
+    ``text_encoder`` is a ``toolkit.models.clip`` text model (``encode(ids, mask, clip_skip)``); the
+    tokenizer's attention mask is passed only if its config sets ``use_attention_mask``. ``clip_skip=k``
+    takes the output of the k-th layer from the end through ``final_layer_norm``. As in those pipelines
+    the *negative* prompt is encoded without ``clip_skip``; I2VGen-XL applies it to both
+    (``clip_skip_negative=True``). Every row, including precomputed ``prompt_embeds`` /
+    ``negative_prompt_embeds``, is repeated ``n = num_videos_per_prompt`` times in a row.
+    With ``do_cfg`` and no ``negative_prompt_embeds`` the negative prompt ("" by default) is tokenized to
+    the length of ``prompt_embeds``; a single string is used for every prompt (diffusers accepts that
+    only for one prompt), a list must match the prompts one to one.
+    """
+    if prompt is not None and prompt_embeds is not None:
+        raise ValueError("give either `prompt` or `prompt_embeds`, not both: got prompt="
+                         f"{prompt!r} and prompt_embeds of shape {np.shape(prompt_embeds)}")
+    if prompt is None and prompt_embeds is None:
+        raise ValueError("give `prompt` (a string or a list of strings) or precomputed `prompt_embeds`")
+    if prompt is not None and not isinstance(prompt, (str, list)):
+        raise ValueError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}")
+    if negative_prompt is not None and negative_prompt_embeds is not None:
+        raise ValueError("give either `negative_prompt` or `negative_prompt_embeds`, not both: got "
+                         f"negative_prompt={negative_prompt!r}")
+    prompt_embeds, negative_prompt_embeds = _as_array(prompt_embeds), _as_array(negative_prompt_embeds)
+    if prompt_embeds is not None and negative_prompt_embeds is not None \
+            and prompt_embeds.shape != negative_prompt_embeds.shape:
+        raise ValueError(f"`prompt_embeds` {prompt_embeds.shape} and `negative_prompt_embeds` "
+                         f"{negative_prompt_embeds.shape} must have the same shape")
+
+    if prompt_embeds is None:
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        prompt_embeds = _clip_embed(tokenizer, text_encoder, prompts, None, clip_skip)
+    batch_size = prompt_embeds.shape[0]
+
+    if do_cfg and negative_prompt_embeds is None:
+        if negative_prompt is None:
+            negative_prompt = [""] * batch_size
+        elif prompt is not None and type(prompt) is not type(negative_prompt):
+            raise TypeError(f"`negative_prompt` must be a str or a list like `prompt`, got "
+                            f"{type(negative_prompt).__name__} for a {type(prompt).__name__} prompt")
+        elif isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * batch_size
+        elif len(negative_prompt) != batch_size:
+            raise ValueError(f"`negative_prompt` has {len(negative_prompt)} entries but there are {batch_size} "
+                             f"prompts; give one negative prompt per prompt, or a single string for all")
+        negative_prompt_embeds = _clip_embed(tokenizer, text_encoder, list(negative_prompt),
+                                             prompt_embeds.shape[1], clip_skip if clip_skip_negative else None)
+
+    prompt_embeds = np.repeat(prompt_embeds, num_videos_per_prompt, axis=0)
+    if do_cfg:
+        negative_prompt_embeds = np.repeat(negative_prompt_embeds, num_videos_per_prompt, axis=0)
+    return prompt_embeds, negative_prompt_embeds
