@@ -64,3 +64,21 @@ def base_request():
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose("generate", overrides=["num_inference_steps=2", "runtime.progress=false"])
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="session")
+def cogvideox_i2v_ref(tmp_path_factory):
+    """``cogvideox_i2v_ref(flavour, scheduler)`` -> (folder, diffusers CogVideoXImageToVideoPipeline), built once
+    per session; flavours "5b-i2v" (learned positional embedding) and "1.5-i2v" (ofs, patch_size_t)."""
+    _require_reference()
+    from tests.reference import cogvideox_i2v as ref
+
+    cache = {}
+
+    def get(flavour="5b-i2v", scheduler="CogVideoXDDIMScheduler"):
+        if (flavour, scheduler) not in cache:
+            folder = tmp_path_factory.mktemp(f"cogvideox_{flavour}_{scheduler}")
+            cache[flavour, scheduler] = (folder, ref.build_i2v(folder, flavour, scheduler))
+        return cache[flavour, scheduler]
+
+    return get

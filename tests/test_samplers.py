@@ -281,9 +281,15 @@ def test_registry_defaults_are_diffusers_defaults():
 
     import diffusers
 
+    # keys that are not constructor arguments: step() arguments (DDIM's eta, Euler's churn), and the Karras range
+    # that DPMSolverMultistepScheduler reads from its config when present (hasattr(self.config, "sigma_min"))
+    extra = {"eta", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max"}
     for name, defaults in SCHEDULERS.items():
         params = inspect.signature(getattr(diffusers, name).__init__).parameters
         ctor = {k: p.default for k, p in params.items() if k != "self"}
         step_only = set(defaults) - set(ctor)
-        assert step_only <= {"eta"}, name
+        assert step_only <= extra, name
         assert {k: defaults[k] for k in ctor} == ctor, name
+        step_params = inspect.signature(getattr(diffusers, name).step).parameters
+        for k in step_only & {"eta", "s_churn", "s_tmin", "s_tmax", "s_noise"}:
+            assert defaults[k] == step_params[k].default, (name, k)

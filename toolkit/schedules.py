@@ -1,4 +1,6 @@
-"""Noise-schedule tables for discrete-time VP diffusion (DDPM / DDIM / CogVideoX), as immutable numpy arrays.
+"""Noise-schedule tables for discrete-time VP diffusion (DDPM / DDIM / CogVideoX / LCM / PNDM) and their
+EDM-style sigma form (Euler, DPM-Solver; Karras sigmas), and each scheduler's inference timesteps, as immutable
+numpy arrays.
 
 Convention: a training timestep ``t`` in ``[0, num_train_timesteps)`` has ``alpha_bar_t = alphas_cumprod[t]`` and
 ``x_t = sqrt(alpha_bar_t) * x0 + sqrt(1 - alpha_bar_t) * eps``. The value past the end of the table (used by the
@@ -205,3 +207,134 @@ def cogvideox_noise_schedule(num_train_timesteps: int = 1000, beta_start: float 
     if rescale_betas_zero_snr:
         acp = rescale_zero_terminal_snr_alphas_cumprod(acp)
     return NoiseSchedule(_frozen(betas), _frozen(acp), final_alpha_cumprod(acp, set_alpha_to_one))
+
+
+# ------------------------------------------------------------------------------ sigma (VE) parameterisation
+# Karras et al. 2022 ("Elucidating the Design Space of Diffusion-Based Generative Models", EDM), Sec. 2: a VP
+# sample x_t = sqrt(a) x0 + sqrt(1 - a) eps, divided by sqrt(a), is x0 + sigma eps with sigma = sqrt((1 - a) / a).
+# diffusers' Euler, Euler-ancestral and DPM-Solver multistep schedulers work on that sigma; their sigma tables are
+# float32 (the training table, built in torch) or float64 (everything numpy computes from it), and are rounded to
+# float32 once, after the terminal value is appended.
+
+def sigma_noise_schedule(num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                         beta_schedule: str = "linear", trained_betas=None,
+                         rescale_betas_zero_snr: bool = False) -> NoiseSchedule:
+    """The alpha_bar table of diffusers' Euler / Euler-ancestral / DPM-Solver multistep schedulers (float32).
+
+    As DDIMScheduler's, except that with zero-terminal-SNR rescaling alpha_bar_T is set to 2^-24 instead of 0,
+    so that sigma_T = sqrt((1 - a) / a) stays finite (~4096)."""
+    sch = ddim_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+                              rescale_betas_zero_snr, set_alpha_to_one=True)
+    if not rescale_betas_zero_snr:
+        return sch
+    acp = np.array(sch.alphas_cumprod)
+    acp[-1] = 2.0 ** -24
+    return NoiseSchedule(sch.betas, _frozen(acp), sch.final_alpha_cumprod)
+
+
+def vp_sigmas(alphas_cumprod_: np.ndarray) -> np.ndarray:
+    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) per training timestep (ascending in t), in the table's dtype."""
+    a = np.asarray(alphas_cumprod_)
+    return _frozen(np.sqrt((a.dtype.type(1.0) - a) / a))
+
+
+def euler_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, timestep_spacing: str = "linspace",
+                    steps_offset: int = 0) -> np.ndarray:
+    """Model timesteps of EulerDiscreteScheduler / EulerAncestralDiscreteScheduler, descending, float32.
+
+    As ``inference_timesteps`` except "linspace", which is not rounded here: ``linspace(0, T - 1, n)`` in float32
+    (so the network sees fractional timesteps such as 946.42)."""
+    n, T = num_inference_steps, num_train_timesteps
+    if timestep_spacing == "linspace":
+        if not 1 <= n <= T:
+            inference_timesteps(n, T, timestep_spacing)  # raises the common message
+        return _frozen(np.linspace(0, T - 1, n, dtype=np.float32)[::-1])
+    return _frozen(inference_timesteps(n, T, timestep_spacing, steps_offset).astype(np.float32))
+
+
+def dpm_solver_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000,
+                         timestep_spacing: str = "linspace", steps_offset: int = 0,
+                         last_timestep: int | None = None) -> np.ndarray:
+    """Model timesteps of DPMSolverMultistepScheduler (before any Karras conversion), descending, int64.
+
+    "linspace" and "leading" lay ``n + 1`` points over ``[0, last_timestep)`` and drop the last (t = 0), so no
+    step is spent at the clean end; "trailing" is ``inference_timesteps``' trailing. ``last_timestep`` (T by
+    default) is T minus the timesteps cut by ``lambda_min_clipped``."""
+    if timestep_spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"timestep_spacing={timestep_spacing!r} is not known; choose one of {list(TIMESTEP_SPACINGS)}")
+    n, T = num_inference_steps, num_train_timesteps
+    last = T if last_timestep is None else int(last_timestep)
+    if timestep_spacing == "linspace":
+        ts = np.linspace(0, last - 1, n + 1).round()[::-1][:-1].astype(np.int64)
+    elif timestep_spacing == "leading":
+        ts = (np.arange(0, n + 1) * (last // (n + 1))).round()[::-1][:-1].astype(np.int64) + steps_offset
+    else:
+        ts = np.arange(last, 0, -T / n).round().astype(np.int64) - 1
+    return _frozen(ts)
+
+
+def lcm_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000,
+                  original_inference_steps: int = 50) -> np.ndarray:
+    """Model timesteps of LCMScheduler (Luo et al. 2023, "Latent Consistency Models"), descending, int64.
+
+    The distillation schedule is ``k * [1..N] - 1`` (k = T // N, N = ``original_inference_steps``, a DDIM
+    "skipping step" schedule); inference takes ``n`` of its points, evenly spaced from the noisy end."""
+    n, T, N = num_inference_steps, num_train_timesteps, original_inference_steps
+    if N > T:
+        raise ValueError(f"original_inference_steps={N} must not exceed num_train_timesteps={T}")
+    if not 1 <= n <= N:
+        raise ValueError(f"num_inference_steps={n} must be between 1 and original_inference_steps={N} "
+                         f"(LCM samples a subset of its distillation schedule)")
+    origin = (np.arange(1, N + 1) * (T // N) - 1)[::-1]
+    idx = np.floor(np.linspace(0, N, num=n, endpoint=False)).astype(np.int64)
+    return _frozen(origin[idx].astype(np.int64))
+
+
+def pndm_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, timestep_spacing: str = "leading",
+                   steps_offset: int = 0, skip_prk_steps: bool = False) -> tuple[np.ndarray, int]:
+    """Model timesteps of PNDMScheduler (Liu et al. 2022, "Pseudo Numerical Methods for Diffusion Models"), and how
+    many of them are Runge-Kutta (PRK) evaluations.
+
+    With ``skip_prk_steps`` (Stable Diffusion's configs) the n grid points are visited with the second one repeated:
+    ``[t0, t1, t1, t2, ..., t_{n-1}]`` (n + 1 network calls; the repeat is the first step's second-order
+    correction). Without it the four noisiest points are integrated with 4th-order Runge-Kutta (3 evaluations per
+    point at t, t - d/2, t - d/2, t - d with d = T // n; 12 in all) and linear multistep (PLMS) takes the rest.
+    """
+    if timestep_spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"timestep_spacing={timestep_spacing!r} is not known; choose one of {list(TIMESTEP_SPACINGS)}")
+    n, T = num_inference_steps, num_train_timesteps
+    if timestep_spacing == "linspace":
+        grid = np.linspace(0, T - 1, n).round().astype(np.int64)
+    elif timestep_spacing == "leading":
+        grid = (np.arange(0, n) * (T // n)).round().astype(np.int64) + steps_offset
+    else:
+        grid = np.round(np.arange(T, 0, -T / n))[::-1].astype(np.int64) - 1
+    if skip_prk_steps:
+        return _frozen(np.concatenate([grid[:-1], grid[-2:-1], grid[-1:]])[::-1].astype(np.int64)), 0
+    order = 4
+    prk = np.array(grid[-order:]).repeat(2) + np.tile(np.array([0, T // n // 2]), order)
+    prk = prk[:-1].repeat(2)[1:-1][::-1]
+    plms = grid[:-3][::-1]
+    return _frozen(np.concatenate([prk, plms]).astype(np.int64)), int(prk.shape[0])
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, num_inference_steps: int, rho: float = 7.0) -> np.ndarray:
+    """Karras et al. 2022, Eq. 5: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+    i = 0..n-1, descending, float64 (no terminal zero: the scheduler appends its own)."""
+    ramp = np.linspace(0, 1, num_inference_steps)
+    min_inv_rho = sigma_min ** (1 / rho)
+    max_inv_rho = sigma_max ** (1 / rho)
+    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+
+
+def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
+    """Fractional training timestep of each sigma: linear interpolation of log sigma in the table ``log_sigmas``
+    (ascending in t), clamped to its ends (k-diffusion's ``DiscreteSchedule.sigma_to_t``, float64)."""
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    log_sigma = np.log(np.maximum(sigmas, 1e-10))
+    dists = log_sigma[None, :] - log_sigmas[:, None]
+    low_idx = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    high_idx = low_idx + 1
+    low, high = log_sigmas[low_idx], log_sigmas[high_idx]
+    w = np.clip((low - log_sigma) / (low - high), 0, 1)
+    return (1 - w) * low_idx + w * high_idx

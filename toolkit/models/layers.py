@@ -168,12 +168,26 @@ class GELUProjection(nn.Cell):
         return gelu(self.proj(x), self.approximate)
 
 
-FEEDFORWARD_ACTIVATIONS = {"gelu": "none", "gelu-approximate": "tanh"}
+class GEGLUProjection(nn.Cell):
+    """diffusers ``GEGLU``: ``proj`` linear to 2 x dim_out, split into (value, gate), value * gelu(gate)
+    (https://huggingface.co/papers/2002.05202)."""
+
+    def __init__(self, dim_in: int, dim_out: int, bias: bool = True):
+        super().__init__()
+        self.proj = linear(dim_in, 2 * dim_out, bias)
+
+    def construct(self, x):
+        value, gate = ops.chunk(self.proj(x), 2, -1)
+        return value * gelu(gate)
+
+
+FEEDFORWARD_ACTIVATIONS = {"gelu": "none", "gelu-approximate": "tanh", "geglu": None}
 
 
 class FeedForward(nn.Cell):
-    """diffusers ``FeedForward`` for the gelu activations: ``net.0.proj`` -> gelu -> ``net.2``
-    (``net.1`` / ``net.3`` are parameter-free dropouts, identities at inference)."""
+    """diffusers ``FeedForward`` for the gelu / geglu activations: ``net.0.proj`` -> gelu (or GEGLU,
+    whose ``proj`` is 2 x inner_dim wide) -> ``net.2`` (``net.1`` / ``net.3`` are parameter-free
+    dropouts, identities at inference)."""
 
     def __init__(self, dim: int, dim_out: int | None = None, mult: float = 4, activation_fn: str = "gelu",
                  inner_dim: int | None = None, bias: bool = True):
@@ -181,16 +195,19 @@ class FeedForward(nn.Cell):
         if activation_fn not in FEEDFORWARD_ACTIVATIONS:
             raise ValueError(f"FeedForward activation_fn={activation_fn!r}: supported {sorted(FEEDFORWARD_ACTIVATIONS)}")
         inner_dim = inner_dim or int(dim * mult)
-        self.net = nn.CellList([GELUProjection(dim, inner_dim, FEEDFORWARD_ACTIVATIONS[activation_fn], bias),
-                                nn.Identity(), linear(inner_dim, dim_out or dim, bias)])
+        act = (GEGLUProjection(dim, inner_dim, bias) if activation_fn == "geglu"
+               else GELUProjection(dim, inner_dim, FEEDFORWARD_ACTIVATIONS[activation_fn], bias))
+        self.net = nn.CellList([act, nn.Identity(), linear(inner_dim, dim_out or dim, bias)])
 
     def construct(self, x):
         return self.net[2](self.net[0](x))
 
 
 class Attention(nn.Cell):
-    """Multi-head self-attention with diffusers ``Attention`` parameter names: ``to_q``/``to_k``/``to_v``,
+    """Multi-head attention with diffusers ``Attention`` parameter names: ``to_q``/``to_k``/``to_v``,
     ``to_out.0``, optional per-head LayerNorm on queries and keys (``norm_q``/``norm_k``, qk_norm="layer_norm").
+    Self-attention by default; with ``cross_attention_dim`` keys and values are projected from a
+    ``context`` of that width (to_k / to_v take it as input), and ``context=None`` means self-attention.
 
     ``project_qkv`` and ``project_out`` are exposed so a family can insert its own step between them
     (e.g. rotary embedding on part of the sequence); ``construct`` is plain softmax attention.
@@ -198,13 +215,15 @@ class Attention(nn.Cell):
 
     def __init__(self, query_dim: int, heads: int = 8, dim_head: int = 64, bias: bool = False,
                  out_bias: bool = True, qk_norm: str | None = None, eps: float = 1e-5,
-                 elementwise_affine: bool = True, out_dim: int | None = None):
+                 elementwise_affine: bool = True, out_dim: int | None = None,
+                 cross_attention_dim: int | None = None):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
+        kv_dim = cross_attention_dim or query_dim
         self.to_q = linear(query_dim, inner, bias)
-        self.to_k = linear(query_dim, inner, bias)
-        self.to_v = linear(query_dim, inner, bias)
+        self.to_k = linear(kv_dim, inner, bias)
+        self.to_v = linear(kv_dim, inner, bias)
         self.to_out = nn.CellList([linear(inner, out_dim or query_dim, out_bias)])
         if qk_norm is None:
             self.norm_q = self.norm_k = None
@@ -218,9 +237,11 @@ class Attention(nn.Cell):
         b, s, _ = x.shape
         return x.reshape(b, s, self.heads, self.dim_head).swapaxes(1, 2)  # (B, H, S, Dh)
 
-    def project_qkv(self, x):
-        """(B, S, C) -> q, k, v each (B, heads, S, dim_head), q and k normalised if qk_norm is set."""
-        q, k, v = self._heads(self.to_q(x)), self._heads(self.to_k(x)), self._heads(self.to_v(x))
+    def project_qkv(self, x, context=None):
+        """(B, S, C) [and context (B, S', C')] -> q (B, heads, S, dim_head), k, v (B, heads, S' or S,
+        dim_head); q and k normalised if qk_norm is set. ``context=None``: keys/values from ``x``."""
+        kv = x if context is None else context
+        q, k, v = self._heads(self.to_q(x)), self._heads(self.to_k(kv)), self._heads(self.to_v(kv))
         if self.norm_q is not None:
             q, k = self.norm_q(q), self.norm_k(k)
         return q, k, v
@@ -230,6 +251,6 @@ class Attention(nn.Cell):
         b, h, s, d = o.shape
         return self.to_out[0](o.swapaxes(1, 2).reshape(b, s, h * d))
 
-    def construct(self, x, mask=None):
-        q, k, v = self.project_qkv(x)
+    def construct(self, x, mask=None, context=None):
+        q, k, v = self.project_qkv(x, context)
         return self.project_out(scaled_dot_product_attention(q, k, v, mask))

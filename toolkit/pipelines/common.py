@@ -106,3 +106,23 @@ class Timer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def steps_for_strength(num_inference_steps: int, strength: float) -> int:
+    """How many of the schedule's last steps an input noised to ``strength`` is denoised with: diffusers'
+    ``get_timesteps``, ``min(int(num_inference_steps * strength), num_inference_steps)`` (0 for strength 0)."""
+    return min(int(num_inference_steps * strength), num_inference_steps)
+
+
+def sampler_from_strength(sampler, strength: float):
+    """The sampler restricted to its last ``steps_for_strength`` steps (video-to-video, SDEdit-style).
+
+    Step i of the result is step ``start + i`` of the full schedule; ``prev_timesteps`` are sliced alongside,
+    so each step still moves to the same next noise level as in the full schedule, and ``add_noise(x0, eps, 0)``
+    noises to the first kept timestep."""
+    import dataclasses
+
+    n = sampler.num_steps
+    start = n - steps_for_strength(n, strength)
+    return dataclasses.replace(sampler, timesteps=sampler.timesteps[start:],
+                               prev_timesteps=sampler.prev_timesteps[start:])
