@@ -175,3 +175,81 @@ def test_tables_are_immutable():
 def test_unknown_beta_schedule_raises():
     with pytest.raises(ValueError, match="'cosine'.*scaled_linear"):
         S.make_betas("cosine", 0.1, 0.2, 10)
+
+
+# ------------------------------------------------------------------------------------ sigma tables
+SD_KW = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+def test_karras_sigmas_pinned_for_stable_video_diffusion():
+    # SVD's scheduler config: sigma_min=0.002, sigma_max=700, rho=7 (Karras et al. 2022, Eq. 5)
+    k = S.karras_sigmas(0.002, 700.0, 25)
+    assert k.shape == (25,) and k.dtype == np.float64
+    np.testing.assert_allclose(k[[0, 1, 12, 23, 24]], [700.0, 545.7292461673019, 15.58996779996998,
+                                                      0.007882495646757554, 0.002], rtol=1e-12)
+    assert np.all(np.diff(k) < 0)
+
+
+def test_vp_sigmas_equal_diffusers_and_are_pinned():
+    diffusers = _diffusers()
+    sigmas = S.vp_sigmas(S.sigma_noise_schedule(**SD_KW).alphas_cumprod)
+    assert sigmas.dtype == np.float32
+    assert sigmas[0] == np.float32(0.029167532920837402) and sigmas[999] == np.float32(14.614646911621094)
+    ref = diffusers.DPMSolverMultistepScheduler(**SD_KW).sigmas.numpy()
+    # torch's CPU float32 sqrt is an approximation (1 ulp off in ~20% of cases); ours is correctly rounded
+    np.testing.assert_allclose(sigmas, ref, rtol=1.2e-7, atol=0)
+
+
+def test_zero_snr_sigma_table_keeps_the_last_sigma_finite():
+    sch = S.sigma_noise_schedule(**SD_KW, rescale_betas_zero_snr=True)
+    assert sch.alphas_cumprod[-1] == np.float32(2.0 ** -24)
+    assert S.vp_sigmas(sch.alphas_cumprod)[-1] == np.float32(np.sqrt(2.0 ** 24 - 1))  # ~4096
+
+
+def test_sigma_to_t_inverts_the_table_and_interpolates_log_sigma():
+    sigmas = S.vp_sigmas(S.sigma_noise_schedule(**SD_KW).alphas_cumprod)
+    log_sigmas = np.log(sigmas)
+    np.testing.assert_allclose(S.sigma_to_t(sigmas[[0, 10, 999]], log_sigmas), [0, 10, 999], atol=2e-6)
+    midway = np.sqrt(np.float64(sigmas[10]) * np.float64(sigmas[11]))  # halfway in log sigma
+    np.testing.assert_allclose(S.sigma_to_t([midway], log_sigmas), [10.5], atol=2e-6)
+    assert list(S.sigma_to_t([1e-5, 1e5], log_sigmas)) == [0.0, 999.0]  # clamped to the table
+
+
+@pytest.mark.parametrize("spacing", S.TIMESTEP_SPACINGS)
+def test_euler_and_dpm_solver_timesteps_equal_diffusers(spacing):
+    diffusers = _diffusers()
+    for n in (1, 3, 7, 50):
+        ref = diffusers.EulerDiscreteScheduler(timestep_spacing=spacing, steps_offset=1)
+        ref.set_timesteps(n)
+        ours = S.euler_timesteps(n, 1000, spacing, 1)
+        assert ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, ref.timesteps.numpy(), err_msg=f"euler {spacing} n={n}")
+        ref = diffusers.DPMSolverMultistepScheduler(timestep_spacing=spacing, steps_offset=1)
+        ref.set_timesteps(n)
+        np.testing.assert_array_equal(S.dpm_solver_timesteps(n, 1000, spacing, 1), ref.timesteps.numpy(),
+                                      err_msg=f"dpm {spacing} n={n}")
+
+
+def test_euler_linspace_timesteps_are_fractional_and_dpm_skips_t0():
+    assert list(S.euler_timesteps(5, 1000, "linspace")) == [999.0, 749.25, 499.5, 249.75, 0.0]
+    assert list(S.dpm_solver_timesteps(5, 1000, "linspace")) == [999, 799, 599, 400, 200]
+
+
+@pytest.mark.parametrize("skip_prk_steps", [True, False])
+@pytest.mark.parametrize("spacing", S.TIMESTEP_SPACINGS)
+def test_pndm_timesteps_equal_diffusers(spacing, skip_prk_steps):
+    diffusers = _diffusers()
+    for n in (4, 10, 50):
+        ref = diffusers.PNDMScheduler(timestep_spacing=spacing, steps_offset=1, skip_prk_steps=skip_prk_steps)
+        ref.set_timesteps(n)
+        ts, prk = S.pndm_timesteps(n, 1000, spacing, 1, skip_prk_steps)
+        np.testing.assert_array_equal(ts, ref.timesteps.numpy(), err_msg=f"{spacing} n={n}")
+        assert prk == len(ref.prk_timesteps)
+
+
+def test_lcm_timesteps_equal_diffusers():
+    diffusers = _diffusers()
+    for n, original in ((1, 50), (4, 50), (8, 50), (50, 50), (6, 100)):
+        ref = diffusers.LCMScheduler(original_inference_steps=original)
+        ref.set_timesteps(n)
+        np.testing.assert_array_equal(S.lcm_timesteps(n, 1000, original), ref.timesteps.numpy())

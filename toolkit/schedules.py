@@ -312,6 +312,9 @@ def pndm_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, ti
     if skip_prk_steps:
         return _frozen(np.concatenate([grid[:-1], grid[-2:-1], grid[-1:]])[::-1].astype(np.int64)), 0
     order = 4
+    if n < order:
+        raise ValueError(f"num_inference_steps={n}: PNDM's Runge-Kutta start (skip_prk_steps=False) needs at least "
+                         f"{order} steps; use more steps or skip_prk_steps=True")
     prk = np.array(grid[-order:]).repeat(2) + np.tile(np.array([0, T // n // 2]), order)
     prk = prk[:-1].repeat(2)[1:-1][::-1]
     plms = grid[:-3][::-1]
