@@ -25,6 +25,14 @@ from toolkit.pipelines.common import RequestError  # noqa: E402
 log = logging.getLogger("generate")
 
 
+def apply_runtime(runtime: dict) -> None:
+    """Process-wide MindSpore settings, applied once here at the edge (never inside toolkit/)."""
+    import mindspore as ms
+
+    if runtime.get("launch_blocking", True):
+        ms.runtime.launch_blocking()
+
+
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -35,6 +43,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
     request = OmegaConf.to_container(cfg, resolve=True)
+    apply_runtime(request.get("runtime") or {})
     tracker = None
     try:
         request["negative_prompt"] = resolve_negative_prompt(request.get("negative_prompt"))

@@ -19,8 +19,6 @@ from safetensors.numpy import load_file, save_file
 torch = pytest.importorskip("torch", reason="torch (test-only reference) is not installed")
 pytest.importorskip("diffusers", reason="diffusers (test-only reference) is not installed")
 ms = pytest.importorskip("mindspore")
-# synchronous kernel launch: ~10x faster for these tiny eager networks on a busy 2-core machine
-ms.runtime.launch_blocking()
 
 from tests.reference.unet import TINY_UNET, TINY_UNET_3, build_unet, run  # noqa: E402
 from toolkit.loading import CheckpointError, build_and_load  # noqa: E402

@@ -14,8 +14,6 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (test-only reference) is not installed")
 pytest.importorskip("diffusers", reason="diffusers (test-only reference) is not installed")
 ms = pytest.importorskip("mindspore")
-# synchronous kernel launch: ~10x faster for these tiny eager networks on a busy 2-core machine
-ms.runtime.launch_blocking()
 
 from diffusers.models import attention as d_attention  # noqa: E402
 from diffusers.models import attention_processor as d_processor  # noqa: E402

@@ -69,6 +69,18 @@ def check_output(out: dict) -> None:
         raise RequestError(f"output.fps={fps!r}: must be a positive number")
 
 
+def extra_checkpoints(fam, model: dict, configs_only: bool = False) -> dict:
+    """Folders of the further checkpoints a family combines with the main one (e.g. AnimateDiff's
+    ``model.motion_adapter``), named by the family's ``EXTRA_CHECKPOINTS``."""
+    extras = {}
+    for key in getattr(fam, "EXTRA_CHECKPOINTS", ()):
+        if not model.get(key):
+            raise RequestError(f"model.{key}=None: this family needs it (a local folder or a hub repo id)")
+        extras[key] = resolve_model_path({"path": model[key], "revision": model.get(f"{key}_revision")},
+                                         configs_only)
+    return extras
+
+
 def prepare(request: dict):
     """Resolve the checkpoint's configs and check the request: everything that can fail before loading."""
     model = request["model"]
@@ -77,7 +89,7 @@ def prepare(request: dict):
     check_output(request.get("output") or {})
     check_choice("vae.posterior", (request.get("vae") or {}).get("posterior", "sample"), ["sample", "mode"])
     folder = resolve_model_path(model, configs_only=True)
-    configs = fam.read_configs(folder)
+    configs = fam.read_configs(folder, **extra_checkpoints(fam, model, configs_only=True))
     checked = fam.check_request(_family_request(request), configs)
     return fam, configs, checked
 
@@ -99,10 +111,11 @@ def load_model(fam, request: dict):
     dtype, dtype_name = compute_dtype(model.get("dtype", "float32"))
     jit = bool((request.get("runtime") or {}).get("jit", True))
     folder = resolve_model_path(model)
-    key = (fam.__name__, str(folder), dtype_name, model.get("variant"), jit)
+    extras = extra_checkpoints(fam, model)
+    key = (fam.__name__, str(folder), dtype_name, model.get("variant"), jit, tuple(sorted(extras.items())))
     if key not in _loaded:
         _loaded.clear()  # one model in memory at a time
-        _loaded[key] = fam.load(folder, dtype=dtype, variant=model.get("variant"), jit=jit)
+        _loaded[key] = fam.load(folder, dtype=dtype, variant=model.get("variant"), jit=jit, **extras)
         _load_count[0] += 1
     return _loaded[key], dtype_name
 
