@@ -32,6 +32,8 @@ CASES = [
     ({"height": 60}, r"height=60: must be divisible by 16 .*nearest allowed: \[48, 64\]"),
     ({"width": 100}, r"width=100: must be divisible by 16"),
     ({"num_frames": 10}, r"num_frames=10: must be 4k\+1 .*allowed: 9, 13"),
+    ({"num_frames": 13}, r"num_frames=13: the VAE decodes 4 latent frames in chunks of 2 into 16 frames, not 13 "
+                         r"\(allowed: 9, 17\)"),
     ({"num_inference_steps": 0}, r"num_inference_steps=0: must be >= 1"),
     ({"guidance_scale": "abc"}, r"guidance_scale='abc': must be a number"),
     ({"prompt_embeds": "x.npy"}, r"prompt_embeds='x.npy': given together with prompt"),

@@ -106,6 +106,19 @@ def latent_frames(cfg: Configs, num_frames: int) -> tuple[int, int]:
     return f + pad, pad
 
 
+DECODE_CHUNK = 2  # latent frames per VAE decode chunk, as diffusers' AutoencoderKLCogVideoX
+
+
+def decoded_frames(cfg: Configs, num_frames: int) -> int:
+    """Frames the VAE returns for a ``num_frames`` request: an odd-sized chunk of k latent frames decodes
+    to temporal*(k-1)+1 frames, an even one to temporal*k (49 -> 49, but 13 -> 16)."""
+    from toolkit.models.causal_conv import frame_chunks
+
+    latent = (num_frames - 1) // cfg.temporal + 1
+    sizes = [min(e, latent) - s for s, e in frame_chunks(latent, DECODE_CHUNK)]
+    return sum(cfg.temporal * (k - 1) + 1 if k % 2 else cfg.temporal * k for k in sizes)
+
+
 def latent_shape(cfg: Configs, batch: int, num_frames: int, height: int, width: int) -> tuple:
     f, _ = latent_frames(cfg, num_frames)
     return (batch, f, cfg.latent_channels, height // cfg.spatial, width // cfg.spatial)
@@ -140,6 +153,11 @@ def check_request(req: dict, cfg: Configs) -> dict:
         k = (n - 1) // cfg.temporal
         fail("num_frames", n, f"must be {cfg.temporal}k+1 (the VAE compresses time by {cfg.temporal})",
              [cfg.temporal * k + 1, cfg.temporal * (k + 1) + 1])
+    if r["mode"] != "v2v" and decoded_frames(cfg, n) != n:
+        ok = [m for m in range(1, 4 * n + 2 * cfg.temporal, cfg.temporal) if decoded_frames(cfg, m) == m]
+        near = sorted(ok, key=lambda m: (abs(m - n), m))[:2]
+        fail("num_frames", n, f"the VAE decodes {(n - 1) // cfg.temporal + 1} latent frames in chunks of "
+             f"{DECODE_CHUNK} into {decoded_frames(cfg, n)} frames, not {n}", sorted(near))
     r["num_inference_steps"] = check_int("num_inference_steps", _given(r, "num_inference_steps", 50), 1)
     r["guidance_scale"] = check_number("guidance_scale", _given(r, "guidance_scale", 6.0), 0.0)
     r["num_videos_per_prompt"] = check_int("num_videos_per_prompt", _given(r, "num_videos_per_prompt", 1), 1)
