@@ -86,3 +86,14 @@ def cogvideox_i2v_ref(tmp_path_factory):
         return cache[flavour, scheduler]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def animatediff_ref(tmp_path_factory):
+    """(SD-format base folder, motion-adapter folder, diffusers AnimateDiffPipeline on both), built once per
+    session (tests/reference/animatediff.py)."""
+    _require_reference()
+    from tests.reference import animatediff as ref
+
+    base, adapter = tmp_path_factory.mktemp("animatediff_sd"), tmp_path_factory.mktemp("animatediff_adapter")
+    return base, adapter, ref.build(base, adapter)
