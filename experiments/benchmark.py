@@ -1,0 +1,316 @@
+"""Benchmark the toolkit against diffusers/PyTorch, side by side in one process: `python experiments/benchmark.py`.
+
+diffusers writes a small random-weight CogVideoX checkpoint; both implementations load that same folder
+and do the same work, interleaved rep by rep (ours, reference, ours, ...). Reported: min and median
+seconds of each, and ratio = ours_min / reference_min. Peak memory is measured in child processes (RSS
+high-water marks cannot be reset within a process). Results are written to BENCHMARKS.md.
+Needs the test extra (torch, diffusers).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_checkpoint(cfg: dict, folder: Path):
+    """The benchmark checkpoint, written by diffusers (the reference) from the config's sizes."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, \
+        CogVideoXTransformer3DModel
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from tests.reference.cogvideox import SCHEDULER_KW
+    from toolkit.tiny_tokenizers import write_tiny_t5_tokenizer
+
+    torch.manual_seed(0)
+    t, v, te = cfg["transformer"], cfg["vae"], cfg["text_encoder"]
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=t["num_attention_heads"], attention_head_dim=t["attention_head_dim"], in_channels=16,
+        out_channels=16, time_embed_dim=t["time_embed_dim"], text_embed_dim=t["text_embed_dim"],
+        num_layers=t["num_layers"], sample_width=cfg["width"] // 8, sample_height=cfg["height"] // 8,
+        sample_frames=cfg["num_frames"], patch_size=2, max_text_seq_length=32,
+        use_rotary_positional_embeddings=True)
+    vae = AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=tuple(v["block_out_channels"]), latent_channels=16,
+        layers_per_block=v["layers_per_block"], norm_num_groups=v["norm_num_groups"],
+        sample_height=cfg["height"], sample_width=cfg["width"])
+    vocab = write_tiny_t5_tokenizer(folder / "tokenizer")
+    text_encoder = T5EncoderModel(T5Config(
+        vocab_size=vocab, d_model=te["d_model"], d_kv=te["d_model"] // 4, d_ff=2 * te["d_model"],
+        num_layers=te["num_layers"], num_heads=4, feed_forward_proj="gated-gelu", is_encoder_decoder=False))
+    # the text encoder's width must be the transformer's text_embed_dim
+    assert te["d_model"] == t["text_embed_dim"], "text_encoder.d_model must equal transformer.text_embed_dim"
+    pipe = CogVideoXPipeline(tokenizer=AutoTokenizer.from_pretrained(str(folder / "tokenizer")),
+                             text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=CogVideoXDDIMScheduler(**SCHEDULER_KW))
+    pipe.save_pretrained(str(folder))
+    return CogVideoXPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, ours, ref, note=""):
+        row = {"stage": name, "ours_min": min(ours), "ours_median": statistics.median(ours),
+               "ref_min": min(ref) if ref else None, "ref_median": statistics.median(ref) if ref else None,
+               "note": note}
+        row["ratio"] = row["ours_min"] / row["ref_min"] if ref else None
+        self.rows.append(row)
+        ratio = f"{row['ratio']:.2f}x" if ref else "-"
+        print(f"{name:42s} ours {row['ours_min']:.4f}s  ref {row['ref_min'] or 0:.4f}s  {ratio}", flush=True)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(ours, ref, repeats: int, warmup: int = 1):
+    for _ in range(warmup):
+        ours()
+        if ref:
+            ref()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(timed(ours))
+        if ref:
+            b.append(timed(ref))
+    return a, b
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 2 ms by a thread (ru_maxrss cannot be
+    reset, and an earlier spike, e.g. during import, would hide the measured one)."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+        self.proc, self.peak, self.stop = psutil.Process(), 0, threading.Event()
+        self.base = self.proc.memory_info().rss
+
+        def watch():
+            while not self.stop.is_set():
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+                self.stop.wait(0.002)
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.mb = (self.peak - self.base) / 2**20
+
+
+def _child_decode(folder: str, frames: int, tiled: bool, out):
+    """Child process: peak RSS growth of one VAE decode (ours) over the loaded state."""
+    import mindspore as ms
+    import numpy as np
+    ms.runtime.launch_blocking()
+    from toolkit import loading
+    from toolkit.models.cogvideox.vae import AutoencoderKLCogVideoX
+    vae, cfg = loading.build_and_load(AutoencoderKLCogVideoX, Path(folder), "vae")
+    lat = (frames - 1) // 4 + 1
+    h, w = cfg["sample_height"] // 8, cfg["sample_width"] // 8
+    z = ms.Tensor(np.random.default_rng(0).standard_normal((1, 16, lat, h, w)).astype(np.float32))
+    small = ms.Tensor(np.random.default_rng(0).standard_normal((1, 16, 1, h, w)).astype(np.float32))
+    (vae.decode_tiled(small, tile_sample_min_height=48, tile_sample_min_width=40) if tiled
+     else vae.decode(small)).asnumpy()  # warm the kernels, so only the frame-dependent part remains
+    with PeakRSS() as m:
+        (vae.decode_tiled(z, tile_sample_min_height=48, tile_sample_min_width=40) if tiled
+         else vae.decode(z)).asnumpy()
+    out.put(m.mb)
+
+
+def _child_load(folder: str, out):
+    import mindspore as ms  # noqa: F401
+    from toolkit.pipelines import cogvideox
+    with PeakRSS() as m:
+        cogvideox.load(Path(folder), jit=False)
+    out.put(m.mb)
+
+
+def in_child(target, *args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    value = q.get(timeout=900)
+    p.join()
+    return value
+
+
+def weights_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 2**20
+
+
+@hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")
+def main(c: DictConfig) -> None:
+    import mindspore as ms
+    import numpy as np
+    import torch
+
+    ms.runtime.launch_blocking()
+    from toolkit import runner
+    from toolkit.pipelines import cogvideox
+    from toolkit.pipelines.common import Timer
+
+    cfg = OmegaConf.to_container(c, resolve=True)
+    run_dir = Path(os.getcwd()) / Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    folder = run_dir / "checkpoint"
+    torch.set_grad_enabled(False)
+    pipe = build_checkpoint(cfg, folder)
+    table, R = Table(), cfg["repeats"]
+    n, h, w = cfg["num_frames"], cfg["height"], cfg["width"]
+    prompt = "a panda plays guitar in a bamboo forest"
+
+    ours_t, ref_t = interleaved(lambda: cogvideox.load(folder, jit=True),
+                                lambda: type(pipe).from_pretrained(str(folder), torch_dtype=torch.float32), 3)
+    table.add("load (all components)", ours_t, ref_t)
+    model = cogvideox.load(folder, jit=True)
+    request = cogvideox.check_request({"prompt": prompt, "negative_prompt": "", "num_frames": n, "height": h,
+                                       "width": w, "num_inference_steps": cfg["num_inference_steps"],
+                                       "guidance_scale": cfg["guidance_scale"], "max_sequence_length": 32},
+                                      model.configs)
+
+    def ours_text():
+        model.embed_cache.clear()
+        cogvideox.encode(model, request)
+    ref_text = lambda: pipe.encode_prompt(prompt, "", True, max_sequence_length=32)  # noqa: E731
+    table.add("text encoding (prompt + negative)", *interleaved(ours_text, ref_text, R))
+    cond, uncond = cogvideox.encode(model, request)
+    pe, ne = pipe.encode_prompt(prompt, "", True, max_sequence_length=32)
+
+    shape = cogvideox.latent_shape(model.configs, 1, n, h, w)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    from toolkit.models.cogvideox.transformer import rotary_tables_for
+    rot = rotary_tables_for(model.configs.transformer, shape[1], h // 8, w // 8)
+    xb, tb = ms.Tensor(np.concatenate([x, x])), ms.Tensor(np.concatenate([uncond, cond]))
+    ts = ms.Tensor(np.array([500.0, 500.0], np.float32))
+    ours_fwd = lambda: model.forward(xb, tb, ts, *rot).asnumpy()  # noqa: E731
+    rot_t = pipe._prepare_rotary_positional_embeddings(h, w, shape[1], "cpu")
+    txb, ttb = torch.from_numpy(np.concatenate([x, x])), torch.cat([ne, pe])
+    tts = torch.tensor([500, 500])
+    ref_fwd = lambda: pipe.transformer(txb, ttb, tts, image_rotary_emb=rot_t, return_dict=False)[0]  # noqa: E731
+    table.add(f"denoiser step (CFG batch 2, {shape[1]} latent frames)", *interleaved(ours_fwd, ref_fwd, R))
+
+    def ours_loop():
+        t = Timer()
+        cogvideox.generate(model, {**request, "latents": x}, np.random.default_rng(0), timer=t, progress=False)
+        return t
+    loop_ours, loop_ref = [], []
+    ours_loop()
+    for _ in range(R):
+        loop_ours.append(ours_loop().seconds["denoise"])
+        loop_ref.append(timed(lambda: pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_frames=n, height=h,
+                                           width=w, num_inference_steps=cfg["num_inference_steps"],
+                                           guidance_scale=cfg["guidance_scale"], latents=torch.from_numpy(x),
+                                           output_type="latent")))
+    table.add(f"sampling loop ({cfg['num_inference_steps']} steps)", loop_ours, loop_ref,
+              "reference time includes its latent preparation (negligible)")
+
+    z = np.random.default_rng(1).standard_normal((1, 16, shape[1], h // 8, w // 8)).astype(np.float32)
+    zm, zt = ms.Tensor(z), torch.from_numpy(z)
+    table.add("VAE decode, untiled", *interleaved(lambda: model.vae.decode(zm).asnumpy(),
+                                                  lambda: pipe.vae.decode(zt).sample, R))
+    tile = dict(tile_sample_min_height=48, tile_sample_min_width=40)
+    pipe.vae.enable_tiling(**tile)
+    table.add("VAE decode, tiled (48x40 px tiles)", *interleaved(lambda: model.vae.decode_tiled(zm, **tile).asnumpy(),
+                                                              lambda: pipe.vae.decode(zt).sample, R))
+    pipe.vae.disable_tiling()
+
+    # a guidance sweep in one process: the model loads once, the prompt is encoded once
+    base = {"model": {"family": "cogvideox", "path": str(folder), "dtype": "float32"}, "prompt": prompt,
+            "negative_prompt": "", "num_frames": n, "height": h, "width": w, "seed": 0, "max_sequence_length": 32,
+            "num_inference_steps": cfg["num_inference_steps"], "runtime": {"jit": True, "progress": False},
+            "output": {"video": False, "frames": False}, "vae": {"tiling": False}}
+    runner._loaded.clear()
+    records = [runner.run({**base, "guidance_scale": 4.0 + 2 * i}, run_dir / f"sweep_{i}", resume=False)
+               for i in range(cfg["sweep_points"])]
+    t = [r["timings_s"] for r in records]
+    single = min(x["denoise"] for x in t[1:])  # one steady denoising loop
+    once = t[0]["load"] + t[0]["encode_prompt"] + (t[0]["denoise"] - single)  # load, encode, first compile
+    spent = sum(x["load"] + x["encode_prompt"] + x["denoise"] for x in t)
+    budget = cfg["sweep_points"] * single + once
+    sweep_note = (f"{cfg['sweep_points']}-point guidance sweep in one process: load + encode + denoising took "
+                  f"{spent:.2f} s against {cfg['sweep_points']} x one steady loop ({single:.2f} s) + one load, "
+                  f"encode and jit compile ({once:.2f} s) = {budget:.2f} s: **ratio {spent / budget:.2f}** "
+                  f"(target <= 1.1). Model reused {[r['reused']['model'] for r in records]}, prompt embeddings "
+                  f"reused {[r['reused']['prompt_embeds'] for r in records]}.")
+    print(sweep_note)
+
+    memory = []
+    if cfg["memory"]:
+        f1, f2 = cfg["memory_frames"]
+        for tiled in (False, True):
+            m1 = in_child(_child_decode, str(folder), f1, tiled)
+            m2 = in_child(_child_decode, str(folder), f2, tiled)
+            memory.append((f"VAE decode {'tiled' if tiled else 'untiled'}: peak RSS growth, {f1} -> {f2} frames",
+                           f"{m1:.0f} MB -> {m2:.0f} MB ({m2 / max(m1, 1e-9):.2f}x)"))
+        load_mb = in_child(_child_load, str(folder))
+        memory.append(("load: RSS growth vs weights on disk",
+                       f"{load_mb:.0f} MB for {weights_mb(folder):.0f} MB of weights "
+                       f"({load_mb / weights_mb(folder):.2f}x, includes kernels/allocator)"))
+        for name, value in memory:
+            print(name, value)
+
+    write_markdown(cfg, table, sweep_note, memory, run_dir)
+
+
+def write_markdown(cfg, table, sweep_note, memory, run_dir):
+    import mindspore
+    import torch
+    out = ROOT / cfg["output"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python experiments/benchmark.py` on {date.today()}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, MindSpore {mindspore.__version__}, "
+        f"PyTorch {torch.__version__}. Both sides run in one process, interleaved; times are seconds, "
+        f"min and median of {cfg['repeats']} repetitions; **ratio = ours min / reference min** (lower is better).",
+        "",
+        f"Checkpoint: a CogVideoX written by diffusers with random weights — transformer "
+        f"{cfg['transformer']['num_layers']} layers x width "
+        f"{cfg['transformer']['num_attention_heads'] * cfg['transformer']['attention_head_dim']}, VAE "
+        f"{cfg['vae']['block_out_channels']}; {cfg['num_frames']} frames at {cfg['width']}x{cfg['height']}, "
+        f"{cfg['num_inference_steps']} steps, guidance {cfg['guidance_scale']}.",
+        "",
+        "| stage | ours min | ours median | diffusers min | diffusers median | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table.rows:
+        ref = f"{r['ref_min']:.4f} | {r['ref_median']:.4f}" if r["ref_min"] else "- | -"
+        ratio = f"**{r['ratio']:.2f}x**" if r["ratio"] else "-"
+        lines.append(f"| {r['stage']} | {r['ours_min']:.4f} | {r['ours_median']:.4f} | {ref} | {ratio} |")
+    lines += ["", "## Sweeps", "", sweep_note, ""]
+    if memory:
+        lines += ["## Memory (child processes, peak RSS)", "", "| measurement | value |", "|---|---|"]
+        lines += [f"| {a} | {b} |" for a, b in memory]
+        lines.append("")
+    lines += ["Raw numbers: `benchmark.json` in the run directory.", ""]
+    out.write_text("\n".join(lines))
+    (run_dir / "benchmark.json").write_text(json.dumps({"rows": table.rows, "sweep": sweep_note,
+                                                        "memory": memory}, indent=2))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
