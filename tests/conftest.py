@@ -97,3 +97,22 @@ def animatediff_ref(tmp_path_factory):
 
     base, adapter = tmp_path_factory.mktemp("animatediff_sd"), tmp_path_factory.mktemp("animatediff_adapter")
     return base, adapter, ref.build(base, adapter)
+
+
+@pytest.fixture(scope="session")
+def svd_ref(tmp_path_factory):
+    """``svd_ref(variant=None)`` -> (folder, diffusers StableVideoDiffusionPipeline), the tiny checkpoint of
+    tests/reference/svd.py built once per session; ``variant="fp16"`` stores it in float16 variant files (the
+    returned pipeline holds those float16-rounded weights, in float32)."""
+    _require_reference()
+    from tests.reference import svd as ref
+
+    cache = {}
+
+    def get(variant=None):
+        if variant not in cache:
+            folder = tmp_path_factory.mktemp(f"svd_{variant or 'fp32'}")
+            cache[variant] = (folder, ref.build(folder, variant=variant))
+        return cache[variant]
+
+    return get
