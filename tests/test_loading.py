@@ -136,3 +136,28 @@ def test_hub_id_is_read_from_the_local_cache_offline(tmp_path, monkeypatch):
 def test_a_nonexistent_local_path_is_not_mistaken_for_a_hub_id(tmp_path):
     with pytest.raises(loading.CheckpointError, match="no such folder"):
         loading.resolve_checkpoint(str(tmp_path / "nope" / "deeper"))
+
+
+def test_hub_fetch_takes_only_the_families_components_in_the_asked_variant():
+    from fnmatch import fnmatch
+    allow, ignore = loading.hub_patterns(["unet", "vae"], "fp16")
+
+    def fetched(name):
+        return any(fnmatch(name, p) for p in allow) and not any(fnmatch(name, p) for p in ignore)
+    assert fetched("unet/diffusion_pytorch_model.fp16.safetensors")
+    assert fetched("unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors")
+    assert fetched("model_index.json") and fetched("vae/config.json")
+    assert not fetched("unet/diffusion_pytorch_model.safetensors")
+    assert not fetched("safety_checker/model.fp16.safetensors")
+    assert not fetched("unet/diffusion_pytorch_model.bin")
+
+
+def test_hub_fetch_without_variant_skips_variant_duplicates():
+    from fnmatch import fnmatch
+    allow, ignore = loading.hub_patterns(None, None)
+
+    def fetched(name):
+        return any(fnmatch(name, p) for p in allow) and not any(fnmatch(name, p) for p in ignore)
+    assert fetched("transformer/diffusion_pytorch_model-00001-of-00003.safetensors")
+    assert not fetched("transformer/diffusion_pytorch_model.fp16.safetensors")
+    assert not fetched("text_encoder/model.bf16-00001-of-00002.safetensors")

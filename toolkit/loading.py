@@ -26,8 +26,30 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be found, read or matched to the network."""
 
 
+KNOWN_VARIANTS = ("fp16", "bf16", "fp32", "ema", "non_ema")
+
+
+def hub_patterns(components: Iterable[str] | None = None, variant: str | None = None,
+                 configs_only: bool = False) -> tuple[list[str], list[str]]:
+    """(allow_patterns, ignore_patterns) for fetching just what a family loads: the JSON/tokenizer files,
+    and the safetensors of the named components (all folders when None) in the asked variant only —
+    not a safety checker, not the other variants' duplicate weights, never pickles."""
+    dirs = [f"{c}/" for c in components] if components else [""]
+    allow = ["model_index.json"] + [f"{d}{ext}" for d in dirs for ext in ("*.json", "*.txt", "*.model")]
+    ignore = [f"*{suffix}" for suffix in PICKLE_SUFFIXES]
+    if configs_only:
+        return allow, ignore
+    if variant:
+        allow += [f"{d}*.{variant}.safetensors" for d in dirs] + [f"{d}*.{variant}-*.safetensors" for d in dirs]
+    else:
+        allow += [f"{d}*.safetensors" for d in dirs]
+        ignore += [f"*.{v}.safetensors" for v in KNOWN_VARIANTS] + [f"*.{v}-*.safetensors" for v in KNOWN_VARIANTS]
+    return allow, ignore
+
+
 def resolve_checkpoint(path_or_id: str, revision: str | None = None,
-                       allow_patterns: Iterable[str] | None = None) -> Path:
+                       allow_patterns: Iterable[str] | None = None,
+                       ignore_patterns: Iterable[str] | None = None) -> Path:
     """A local folder as is; otherwise a hub repo id fetched (or read from the cache) with huggingface_hub.
 
     ``HF_HUB_OFFLINE=1`` is honoured: then only the local cache is read, and a repo that is not cached
@@ -45,9 +67,10 @@ def resolve_checkpoint(path_or_id: str, revision: str | None = None,
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    patterns = list(allow_patterns) if allow_patterns else ["*.json", "*.txt", "*.model", "*.safetensors"]
+    allow, ignore = (list(allow_patterns), list(ignore_patterns or ())) if allow_patterns else hub_patterns()
     try:
-        return Path(snapshot_download(str(path_or_id), revision=revision, allow_patterns=patterns))
+        return Path(snapshot_download(str(path_or_id), revision=revision, allow_patterns=allow,
+                                      ignore_patterns=ignore or None))
     except LocalEntryNotFoundError as e:
         raise CheckpointError(
             f"model.path={path_or_id!r}: the weights are not in the local hub cache and the hub cannot be "

@@ -39,7 +39,7 @@ def family_module(name: str):
     return importlib.import_module(FAMILIES[name])
 
 
-def resolve_model_path(model: dict, configs_only: bool = False) -> Path:
+def resolve_model_path(model: dict, configs_only: bool = False, components=None) -> Path:
     path = model.get("path")
     if path is None:
         raise RequestError("model.path=None: give a local folder, a hub repo id, or embedded:<name>")
@@ -48,8 +48,8 @@ def resolve_model_path(model: dict, configs_only: bool = False) -> Path:
         from toolkit import embedded
 
         return embedded.ensure(path[len(EMBEDDED_PREFIX):])
-    patterns = ["*.json", "*.txt", "*.model"] if configs_only else None
-    return loading.resolve_checkpoint(path, model.get("revision"), allow_patterns=patterns)
+    allow, ignore = loading.hub_patterns(components, model.get("variant"), configs_only)
+    return loading.resolve_checkpoint(path, model.get("revision"), allow_patterns=allow, ignore_patterns=ignore)
 
 
 def compute_dtype(name: str):
@@ -77,8 +77,8 @@ def extra_checkpoints(fam, model: dict, configs_only: bool = False) -> dict:
     for key in getattr(fam, "EXTRA_CHECKPOINTS", ()):
         if not model.get(key):
             raise RequestError(f"model.{key}=None: this family needs it (a local folder or a hub repo id)")
-        extras[key] = resolve_model_path({"path": model[key], "revision": model.get(f"{key}_revision")},
-                                         configs_only)
+        extras[key] = resolve_model_path({"path": model[key], "revision": model.get(f"{key}_revision"),
+                                          "variant": model.get(f"{key}_variant")}, configs_only)
     return extras
 
 
@@ -89,7 +89,7 @@ def prepare(request: dict):
     check_choice("model.dtype", model.get("dtype", "float32"), loading.DTYPES)
     check_output(request.get("output") or {})
     check_choice("vae.posterior", (request.get("vae") or {}).get("posterior", "sample"), ["sample", "mode"])
-    folder = resolve_model_path(model, configs_only=True)
+    folder = resolve_model_path(model, configs_only=True, components=getattr(fam, "COMPONENTS", None))
     configs = fam.read_configs(folder, **extra_checkpoints(fam, model, configs_only=True))
     checked = fam.check_request(_family_request(request), configs)
     return fam, configs, checked
@@ -111,7 +111,7 @@ def load_model(fam, request: dict):
     model = request["model"]
     dtype, dtype_name = compute_dtype(model.get("dtype", "float32"))
     jit = bool((request.get("runtime") or {}).get("jit", True))
-    folder = resolve_model_path(model)
+    folder = resolve_model_path(model, components=getattr(fam, "COMPONENTS", None))
     extras = extra_checkpoints(fam, model)
     key = (fam.__name__, str(folder), dtype_name, model.get("variant"), jit, tuple(sorted(extras.items())))
     if key not in _loaded:
