@@ -1,6 +1,5 @@
 """Checkpoint folders: which files are read, and that a mismatch is an error listing the keys."""
 import json
-import os
 
 import numpy as np
 import pytest

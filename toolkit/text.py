@@ -73,20 +73,8 @@ def _as_array(x):
     return np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x, dtype=np.float32)
 
 
-def encode_prompt(tokenizer, encoder, prompt: str | list[str] | None, negative_prompt: str | list[str] | None = None,
-                  *, do_cfg: bool, num_videos_per_prompt: int = 1, max_sequence_length: int = 226,
-                  prompt_embeds=None, negative_prompt_embeds=None, use_attention_mask: bool = False,
-                  return_attention_mask: bool = False, prompt_attention_mask=None,
-                  negative_prompt_attention_mask=None, tokenize=tokenize_t5):
-    """``(prompt_embeds, negative_prompt_embeds)`` as numpy float32, or with ``return_attention_mask``
-    ``(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)``.
-
-    Give ``prompt`` or precomputed ``prompt_embeds`` (used as they are, not repeated — as diffusers).
-    With ``do_cfg`` and no ``negative_prompt_embeds``, ``negative_prompt`` (default "") is encoded; a
-    string is used for every prompt, a list must match the prompts one to one. Without ``do_cfg`` the
-    negative embeddings are returned as given (usually None). Masks given with precomputed embeddings
-    are passed through.
-    """
+def _check_prompt_args(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds):
+    """The argument rules every prompt encoder shares; returns the embeddings as float32 arrays (or None)."""
     if prompt is not None and prompt_embeds is not None:
         raise ValueError("give either `prompt` or `prompt_embeds`, not both: got prompt="
                          f"{prompt!r} and prompt_embeds of shape {np.shape(prompt_embeds)}")
@@ -102,6 +90,25 @@ def encode_prompt(tokenizer, encoder, prompt: str | list[str] | None, negative_p
             and prompt_embeds.shape != negative_prompt_embeds.shape:
         raise ValueError(f"`prompt_embeds` {prompt_embeds.shape} and `negative_prompt_embeds` "
                          f"{negative_prompt_embeds.shape} must have the same shape")
+    return prompt_embeds, negative_prompt_embeds
+
+
+def encode_prompt(tokenizer, encoder, prompt: str | list[str] | None, negative_prompt: str | list[str] | None = None,
+                  *, do_cfg: bool, num_videos_per_prompt: int = 1, max_sequence_length: int = 226,
+                  prompt_embeds=None, negative_prompt_embeds=None, use_attention_mask: bool = False,
+                  return_attention_mask: bool = False, prompt_attention_mask=None,
+                  negative_prompt_attention_mask=None, tokenize=tokenize_t5):
+    """``(prompt_embeds, negative_prompt_embeds)`` as numpy float32, or with ``return_attention_mask``
+    ``(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)``.
+
+    Give ``prompt`` or precomputed ``prompt_embeds`` (used as they are, not repeated — as diffusers).
+    With ``do_cfg`` and no ``negative_prompt_embeds``, ``negative_prompt`` (default "") is encoded; a
+    string is used for every prompt, a list must match the prompts one to one. Without ``do_cfg`` the
+    negative embeddings are returned as given (usually None). Masks given with precomputed embeddings
+    are passed through.
+    """
+    prompt_embeds, negative_prompt_embeds = _check_prompt_args(prompt, negative_prompt, prompt_embeds,
+                                                               negative_prompt_embeds)
 
     embed = dict(num_videos_per_prompt=num_videos_per_prompt, max_sequence_length=max_sequence_length,
                  use_attention_mask=use_attention_mask, tokenize=tokenize)
@@ -172,21 +179,8 @@ def encode_prompt_clip(tokenizer, text_encoder, prompt: str | list[str] | None,
     the length of ``prompt_embeds``; a single string is used for every prompt (diffusers accepts that
     only for one prompt), a list must match the prompts one to one.
     """
-    if prompt is not None and prompt_embeds is not None:
-        raise ValueError("give either `prompt` or `prompt_embeds`, not both: got prompt="
-                         f"{prompt!r} and prompt_embeds of shape {np.shape(prompt_embeds)}")
-    if prompt is None and prompt_embeds is None:
-        raise ValueError("give `prompt` (a string or a list of strings) or precomputed `prompt_embeds`")
-    if prompt is not None and not isinstance(prompt, (str, list)):
-        raise ValueError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}")
-    if negative_prompt is not None and negative_prompt_embeds is not None:
-        raise ValueError("give either `negative_prompt` or `negative_prompt_embeds`, not both: got "
-                         f"negative_prompt={negative_prompt!r}")
-    prompt_embeds, negative_prompt_embeds = _as_array(prompt_embeds), _as_array(negative_prompt_embeds)
-    if prompt_embeds is not None and negative_prompt_embeds is not None \
-            and prompt_embeds.shape != negative_prompt_embeds.shape:
-        raise ValueError(f"`prompt_embeds` {prompt_embeds.shape} and `negative_prompt_embeds` "
-                         f"{negative_prompt_embeds.shape} must have the same shape")
+    prompt_embeds, negative_prompt_embeds = _check_prompt_args(prompt, negative_prompt, prompt_embeds,
+                                                               negative_prompt_embeds)
 
     if prompt_embeds is None:
         prompts = [prompt] if isinstance(prompt, str) else prompt

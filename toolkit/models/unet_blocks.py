@@ -725,3 +725,13 @@ class Decoder(nn.Cell):
         for block in self.up_blocks:
             sample = block(sample)
         return self.conv_out(self.act(self.conv_norm_out(sample)))
+
+
+def per_block(owner: str, name: str, value, n: int) -> list:
+    """A UNet config value given once for all blocks or once per block, as a list of ``n`` entries."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{owner}: {name}={value} must have one entry per block ({n})")
+    return value

@@ -25,7 +25,7 @@ import mindspore as ms
 import numpy as np
 
 from toolkit import loading
-from toolkit.pipelines.common import (RequestError, Timer, as_prompt_list, check_int, check_multiple, check_number,
+from toolkit.pipelines.common import (RequestError, Timer, check_int, check_multiple, check_number, check_prompts,
                                       fail, initial_latents, load_array, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, sample
 from toolkit.samplers import build_sampler, validate_scheduler
@@ -139,25 +139,7 @@ def check_request(req: dict, cfg: Configs) -> dict:
         if r["clip_skip"] > layers:
             fail("clip_skip", r["clip_skip"], f"the text encoder has {layers} layers", f"0..{layers} or null")
 
-    prompts = as_prompt_list("prompt", r.get("prompt"))
-    if prompts is not None and r.get("prompt_embeds") is not None:
-        fail("prompt_embeds", r["prompt_embeds"], "given together with prompt; set prompt=null to use embeddings")
-    if prompts is None and r.get("prompt_embeds") is None:
-        fail("prompt", None, "give a prompt (or prompt_embeds=<file.npy>)")
-    negs = as_prompt_list("negative_prompt", r.get("negative_prompt"))
-    if prompts is not None and negs is not None and len(negs) not in (1, len(prompts)):
-        fail("negative_prompt", r["negative_prompt"],
-             f"has {len(negs)} entries but prompt has {len(prompts)}", "one string, or one per prompt")
-    if prompts is not None:
-        batch = len(prompts)
-    else:
-        embeds = load_array("prompt_embeds", r["prompt_embeds"])
-        if embeds.ndim != 3 or embeds.shape[-1] != cfg.cross_attention_dim:
-            fail("prompt_embeds", r["prompt_embeds"],
-                 f"shape {embeds.shape}, expected (batch, seq, {cfg.cross_attention_dim})")
-        batch = embeds.shape[0]
-        if r.get("negative_prompt_embeds") is not None:
-            load_array("negative_prompt_embeds", r["negative_prompt_embeds"], embeds.shape)
+    batch = check_prompts(r, cfg.cross_attention_dim)
     r["batch_size"] = batch * r["num_videos_per_prompt"]
 
     r["scheduler"] = check_scheduler(r.get("scheduler") or {}, cfg, r["num_inference_steps"])

@@ -24,7 +24,6 @@ noise-free (the parity tests use it).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,7 +33,7 @@ import numpy as np
 
 from toolkit import loading
 from toolkit.guidance import cogvideox_dynamic_guidance
-from toolkit.pipelines.common import (RequestError, Timer, as_prompt_list, check_choice, check_int,
+from toolkit.pipelines.common import (RequestError, Timer, check_choice, check_int, check_prompts,
                                       check_multiple, check_number, fail, initial_latents, load_array,
                                       sampler_from_strength, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, randn, sample
@@ -167,23 +166,7 @@ def check_request(req: dict, cfg: Configs) -> dict:
         fail("max_sequence_length", r["max_sequence_length"],
              "this checkpoint's positional embedding is built for a fixed text length",
              [t.get("max_text_seq_length", 226)])
-    prompts = as_prompt_list("prompt", r.get("prompt"))
-    if prompts is not None and r.get("prompt_embeds") is not None:
-        fail("prompt_embeds", r["prompt_embeds"], "given together with prompt; set prompt=null to use embeddings")
-    if prompts is None and r.get("prompt_embeds") is None:
-        fail("prompt", None, "give a prompt (or prompt_embeds=<file.npy>)")
-    negs = as_prompt_list("negative_prompt", r.get("negative_prompt"))
-    if prompts is not None and negs is not None and len(negs) not in (1, len(prompts)):
-        fail("negative_prompt", r["negative_prompt"],
-             f"has {len(negs)} entries but prompt has {len(prompts)}", "one string, or one per prompt")
-    if prompts is not None:
-        batch = len(prompts)
-    else:
-        embeds = load_array("prompt_embeds", r["prompt_embeds"])
-        if embeds.ndim != 3 or embeds.shape[-1] != t.get("text_embed_dim", 4096):
-            fail("prompt_embeds", r["prompt_embeds"],
-                 f"shape {embeds.shape}, expected (batch, seq, {t.get('text_embed_dim', 4096)})")
-        batch = embeds.shape[0]
+    batch = check_prompts(r, t.get("text_embed_dim", 4096))
     r["batch_size"] = batch * r["num_videos_per_prompt"]
     if r.get("scheduler"):
         validate_scheduler(r["scheduler"].get("_class_name") or cfg.scheduler["_class_name"],

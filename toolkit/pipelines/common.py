@@ -64,6 +64,29 @@ def as_prompt_list(key: str, prompt) -> list[str] | None:
     fail(key, prompt, "must be a string or a list of strings")
 
 
+def check_prompts(r: dict, embed_dim: int) -> int:
+    """``prompt`` xor ``prompt_embeds`` (a .npy (batch, seq, embed_dim)), a ``negative_prompt`` of one
+    entry or one per prompt, ``negative_prompt_embeds`` shaped like ``prompt_embeds``. Returns the
+    number of prompts."""
+    prompts = as_prompt_list("prompt", r.get("prompt"))
+    if prompts is not None and r.get("prompt_embeds") is not None:
+        fail("prompt_embeds", r["prompt_embeds"], "given together with prompt; set prompt=null to use embeddings")
+    if prompts is None and r.get("prompt_embeds") is None:
+        fail("prompt", None, "give a prompt (or prompt_embeds=<file.npy>)")
+    negs = as_prompt_list("negative_prompt", r.get("negative_prompt"))
+    if prompts is not None and negs is not None and len(negs) not in (1, len(prompts)):
+        fail("negative_prompt", r["negative_prompt"],
+             f"has {len(negs)} entries but prompt has {len(prompts)}", "one string, or one per prompt")
+    if prompts is not None:
+        return len(prompts)
+    embeds = load_array("prompt_embeds", r["prompt_embeds"])
+    if embeds.ndim != 3 or embeds.shape[-1] != embed_dim:
+        fail("prompt_embeds", r["prompt_embeds"], f"shape {embeds.shape}, expected (batch, seq, {embed_dim})")
+    if r.get("negative_prompt_embeds") is not None:
+        load_array("negative_prompt_embeds", r["negative_prompt_embeds"], embeds.shape)
+    return embeds.shape[0]
+
+
 def load_array(key: str, path, shape: tuple | None = None, dtype=np.float32) -> np.ndarray:
     """A .npy given on the command line, checked for shape and dtype before any model loads."""
     p = Path(str(path)).expanduser()

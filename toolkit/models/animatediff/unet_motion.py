@@ -26,7 +26,7 @@ from mindspore import nn, ops
 from toolkit.models.animatediff.motion import motion_modules
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding
-from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps,
+from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps, per_block,
                                         UNetMidBlock2DCrossAttn, UpBlock2D, activation)
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ ADAPTER_DEFAULTS = dict(block_out_channels=(320, 640, 1280, 1280), motion_layers
 UNET_DEFAULTS = dict(down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                      up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                      block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, norm_num_groups=32)
+
+
+
+def _per_block(name: str, value, n: int) -> list:
+    return per_block("UNetMotionModel", name, value, n)
 
 
 class AdapterMismatch(ValueError):
@@ -239,13 +244,6 @@ class CrossAttnUpBlockMotion(CrossAttnUpBlock2D):
 # ----------------------------------------------------------------------------- the UNet
 
 
-def _per_block(name: str, value, n: int) -> list:
-    if isinstance(value, (int, float)) or value is None:
-        return [value] * n
-    value = list(value)
-    if len(value) != n:
-        raise ValueError(f"UNetMotionModel: {name}={value} must have one entry per block ({n})")
-    return value
 
 
 class UNetMotionModel(ModelMixin):

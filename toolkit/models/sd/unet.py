@@ -21,7 +21,7 @@ from mindspore import nn, ops
 
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding
-from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps,
+from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps, per_block,
                                         UNetMidBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, activation)
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
@@ -45,13 +45,11 @@ ARCHITECTURE_DEFAULTS = {
 }
 
 
+
+
+
 def _per_block(name: str, value, n: int) -> list:
-    if isinstance(value, (int, float, bool)) or value is None:
-        return [value] * n
-    value = list(value)
-    if len(value) != n:
-        raise ValueError(f"UNet2DConditionModel: {name}={value} must have one entry per block ({n})")
-    return value
+    return per_block("UNet2DConditionModel", name, value, n)
 
 
 class UNet2DConditionModel(ModelMixin):

@@ -25,7 +25,7 @@ from mindspore import nn, ops
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding, silu
 from toolkit.models.svd.blocks import SpatioTemporalResBlock, TransformerSpatioTemporalModel
-from toolkit.models.unet_blocks import Downsample2D, Timesteps, Upsample2D
+from toolkit.models.unet_blocks import Downsample2D, Timesteps, Upsample2D, per_block
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal")
 UP_BLOCK_TYPES = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")
@@ -38,6 +38,11 @@ def _per_layer(value, num_layers: int) -> list:
 def _transformer(channels: int, heads: int, layers: int, cross_attention_dim: int) -> TransformerSpatioTemporalModel:
     return TransformerSpatioTemporalModel(heads, channels // heads, in_channels=channels, num_layers=layers,
                                           cross_attention_dim=cross_attention_dim)
+
+
+
+def _per_block(name: str, value, n: int) -> list:
+    return per_block("UNetSpatioTemporalConditionModel", name, value, n)
 
 
 class DownBlockSpatioTemporal(nn.Cell):
@@ -177,13 +182,6 @@ class CrossAttnUpBlockSpatioTemporal(nn.Cell):
         return hidden_states
 
 
-def _per_block(name: str, value, n: int) -> list:
-    if isinstance(value, int):
-        return [value] * n
-    value = list(value)
-    if len(value) != n:
-        raise ValueError(f"UNetSpatioTemporalConditionModel: {name}={value} must have one entry per block ({n})")
-    return value
 
 
 class UNetSpatioTemporalConditionModel(ModelMixin):
