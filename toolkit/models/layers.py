@@ -81,6 +81,23 @@ class GroupNorm(nn.Cell):
         return mint.nn.functional.group_norm(x, self.num_groups, None, None, self.eps)
 
 
+def zero_pad(x, axis: int, lo: int, hi: int):
+    """Zeros before/after ``x`` along ``axis``, by concatenation: ``ops.pad`` is ~25x slower on
+    MindSpore's CPU backend (64 ms vs 2.3 ms for 20 MB)."""
+    if lo == 0 and hi == 0:
+        return x
+    parts = []
+    shape = list(x.shape)
+    if lo:
+        shape[axis] = lo
+        parts.append(ops.zeros(tuple(shape), x.dtype))
+    parts.append(x)
+    if hi:
+        shape[axis] = hi
+        parts.append(ops.zeros(tuple(shape), x.dtype))
+    return ops.cat(parts, axis)
+
+
 def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     """An N-d convolution (torch semantics, groups=1) as a sum of shifted matrix products.
 
@@ -97,11 +114,14 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     nd = len(stride)
     kernel = weight.shape[2:]
     b, c = x.shape[0], x.shape[1]
-    flat_pad = ()
-    for lo, hi in reversed(padding):
-        flat_pad = flat_pad + (lo, hi)
-    if any(flat_pad):
-        x = ops.pad(x, flat_pad)
+    o = weight.shape[0]
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in stride) and \
+        all(lo == 0 and hi == 0 for lo, hi in padding)
+    if pointwise:  # a 1x1 conv is one matmul, channels-first: no layout change at all
+        out = ops.matmul(weight.reshape(1, o, c), x.reshape(b, c, -1)).reshape((b, o) + tuple(x.shape[2:]))
+        return out if bias is None else out + bias.reshape((1, o) + (1,) * nd)
+    for d in range(nd):
+        x = zero_pad(x, 2 + d, padding[d][0], padding[d][1])
     sp = x.shape[2:]
     full = tuple(sp[d] - kernel[d] + 1 for d in range(nd))
     rows = b
@@ -114,22 +134,28 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     taps = 1
     for k in kernel:
         taps = taps * k
-    o = weight.shape[0]
     if taps == 1:
         out = ops.matmul(xf, weight.reshape(o, c).swapaxes(0, 1))
     else:
         tail = 0
         for d in range(nd):
             tail = tail + (kernel[d] - 1) * pitch[d]
-        xf = ops.pad(xf, (0, 0, 0, tail))
+        xf = zero_pad(xf, 0, 0, tail)
         wk = weight.transpose(tuple(range(2, nd + 2)) + (1, 0)).reshape(taps, c, o)
+        # taps of one spatial window concatenated into one wider matmul (fewer, larger products and
+        # fewer accumulations) while that copy stays small; one tap at a time on large inputs
+        group = kernel[-1] * kernel[-2] if nd >= 2 and rows * c * kernel[-1] * kernel[-2] <= 2 ** 24 else 1
         out = None
-        for t in range(taps):
-            offset, rem = 0, t
-            for d in range(nd - 1, -1, -1):
-                offset = offset + (rem % kernel[d]) * pitch[d]
-                rem = rem // kernel[d]
-            y = ops.matmul(xf[offset:offset + rows], wk[t])
+        for t0 in range(0, taps, group):
+            cols = []
+            for t in range(t0, min(t0 + group, taps)):
+                offset, rem = 0, t
+                for d in range(nd - 1, -1, -1):
+                    offset = offset + (rem % kernel[d]) * pitch[d]
+                    rem = rem // kernel[d]
+                cols.append(xf[offset:offset + rows])
+            g = len(cols)
+            y = ops.matmul(cols[0] if g == 1 else ops.cat(cols, 1), wk[t0:t0 + g].reshape(g * c, o))
             out = y if out is None else out + y
     out = out.reshape((b,) + tuple(sp) + (o,))
     if nd == 2:
