@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 FAMILIES = {"cogvideox": "toolkit.pipelines.cogvideox", "animatediff": "toolkit.pipelines.animatediff",
             "svd": "toolkit.pipelines.svd"}
 EMBEDDED_PREFIX = "embedded:"
-_loaded: dict = {}  # (family, folder, dtype, variant, jit) -> loaded model, reused across runs in a process
+_loaded: dict = {}  # (family, folders, dtype, variant, jit) -> the loaded model, reused across runs in a process
 _load_count = [0]  # models loaded by this process (a sweep in one process loads once)
 
 
