@@ -21,7 +21,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.embeddings import apply_rotary, cogvideox_rotary_table, cogvideox_sincos_table
+from toolkit.models.embeddings import (apply_rotary, cogvideox_rotary_table, cogvideox_sincos_table,
+                                       pair_rotation)
 from toolkit.models.layers import (Attention, Conv2d, FeedForward, LayerNorm, TimestepEmbedding, linear,
                                    scaled_dot_product_attention, silu, sinusoidal_timestep_embedding)
 
@@ -82,13 +83,17 @@ class CogVideoXBlock(nn.Cell):
                                out_bias=True, qk_norm="layer_norm" if qk_norm else None, eps=1e-6)
         self.norm2 = AdaLayerNormZero(time_embed_dim, dim, norm_elementwise_affine, norm_eps)
         self.ff = FeedForward(dim, activation_fn=activation_fn)
+        self.rotation = pair_rotation(attention_head_dim)  # constant, not in the checkpoint
 
     def attention(self, x, context, rotary_cos=None, rotary_sin=None):
         n_text = context.shape[1]
         q, k, v = self.attn1.project_qkv(ops.cat([context, x], 1))
-        if rotary_cos is not None:
-            q = ops.cat([q[:, :, :n_text], apply_rotary(q[:, :, n_text:], rotary_cos, rotary_sin)], 2)
-            k = ops.cat([k[:, :, :n_text], apply_rotary(k[:, :, n_text:], rotary_cos, rotary_sin)], 2)
+        if rotary_cos is not None:  # text tokens are not rotated: identity rows in front of the tables
+            d = rotary_cos.shape[-1]
+            cos = ops.cat([ops.ones((n_text, d), rotary_cos.dtype), rotary_cos], 0)
+            sin = ops.cat([ops.zeros((n_text, d), rotary_sin.dtype), rotary_sin], 0)
+            q = apply_rotary(q, cos, sin, self.rotation)
+            k = apply_rotary(k, cos, sin, self.rotation)
         out = self.attn1.project_out(scaled_dot_product_attention(q, k, v))
         return out[:, n_text:], out[:, :n_text]
 
