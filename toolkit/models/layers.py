@@ -133,17 +133,21 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     taps = 1
     for k in kernel:
         taps = taps * k
+    # With one sample, the output rows past the last full slab along the first axis are never kept:
+    # compute only ``n`` rows (the reads then overrun the input by less than one slab).
+    lead = full[0] if b == 1 else sp[0]
+    n = rows if b != 1 else full[0] * pitch[0]
     if taps == 1:
-        out = ops.matmul(xf, weight.reshape(o, c).swapaxes(0, 1))
+        out = ops.matmul(xf[:n], weight.reshape(o, c).swapaxes(0, 1))
     else:
-        tail = 0
+        reach = 0  # the farthest tap's row offset
         for d in range(nd):
-            tail = tail + (kernel[d] - 1) * pitch[d]
-        xf = zero_pad(xf, 0, 0, tail)
+            reach = reach + (kernel[d] - 1) * pitch[d]
+        xf = zero_pad(xf, 0, 0, max(0, n + reach - rows))
         wk = weight.transpose(tuple(range(2, nd + 2)) + (1, 0)).reshape(taps, c, o)
         # taps of one spatial window concatenated into one wider matmul (fewer, larger products and
         # fewer accumulations) while that copy stays small; one tap at a time on large inputs
-        group = kernel[-1] * kernel[-2] if nd >= 2 and rows * c * kernel[-1] * kernel[-2] <= 2 ** 24 else 1
+        group = kernel[-1] * kernel[-2] if nd >= 2 and n * c * kernel[-1] * kernel[-2] <= 2 ** 24 else 1
         out = None
         for t0 in range(0, taps, group):
             cols = []
@@ -152,11 +156,11 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
                 for d in range(nd - 1, -1, -1):
                     offset = offset + (rem % kernel[d]) * pitch[d]
                     rem = rem // kernel[d]
-                cols.append(xf[offset:offset + rows])
+                cols.append(xf[offset:offset + n])
             g = len(cols)
             y = ops.matmul(cols[0] if g == 1 else ops.cat(cols, 1), wk[t0:t0 + g].reshape(g * c, o))
             out = y if out is None else out + y
-    out = out.reshape((b,) + tuple(sp) + (o,))
+    out = out.reshape((b, lead) + tuple(sp[1:]) + (o,))
     if nd == 2:
         out = out[:, :full[0]:stride[0], :full[1]:stride[1]]
     else:
