@@ -17,3 +17,17 @@ def generate(*overrides: str, cwd: Path | None = None, check: bool = True, env: 
     if check and proc.returncode != 0:
         raise AssertionError(f"generate failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def with_(request: dict, **changes) -> dict:
+    """A deep copy of a request dict with dotted keys changed: ``with_(r, **{"model.path": p})``."""
+    import copy
+
+    r = copy.deepcopy(request)
+    for key, value in changes.items():
+        node = r
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return r

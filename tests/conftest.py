@@ -116,3 +116,15 @@ def svd_ref(tmp_path_factory):
         return cache[variant]
 
     return get
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Any weight loading fails the test: proves a request was refused before loading."""
+    from toolkit import loading, runner
+
+    def refuse(*a, **k):
+        raise AssertionError("weights were loaded before the request was checked")
+    monkeypatch.setattr(loading, "build_and_load", refuse)
+    monkeypatch.setattr(loading, "load_weights", refuse)
+    runner._loaded.clear()

@@ -6,14 +6,13 @@ Tolerance: frames agree to atol 1e-4 (values in [0, 1]; float32). Measured diffe
 exp/erf and matmul summation order differ slightly from PyTorch's, and a few denoising steps through a random
 network amplify that only mildly.
 """
-import copy
 import json
 
 import numpy as np
 import pytest
 
-from tests.cli import generate
-from toolkit import loading, runner
+from tests.cli import generate, with_
+from toolkit import runner
 from toolkit.pipelines.common import RequestError
 
 ATOL = 1e-4
@@ -222,24 +221,8 @@ def base_request(ref):
                    "num_inference_steps=2", "runtime.progress=false")
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("weights were loaded before the request was checked")
-    monkeypatch.setattr(loading, "build_and_load", refuse)
-    monkeypatch.setattr(loading, "load_weights", refuse)
-    runner._loaded.clear()
 
 
-def with_(base, **changes):
-    r = copy.deepcopy(base)
-    for k, v in changes.items():
-        node = r
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    return r
 
 
 CASES = [

@@ -1,31 +1,15 @@
 """Bad input stops with an error naming the key and the allowed values, before any weights load."""
-import copy
 
 import numpy as np
 import pytest
 
-from tests.cli import generate
+from tests.cli import generate, with_
 from toolkit import loading, runner
 from toolkit.pipelines.common import RequestError
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("weights were loaded before the request was checked")
-    monkeypatch.setattr(loading, "build_and_load", refuse)
-    runner._loaded.clear()
 
 
-def with_(base, **changes):
-    r = copy.deepcopy(base)
-    for k, v in changes.items():
-        node = r
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    return r
 
 
 CASES = [

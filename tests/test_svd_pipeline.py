@@ -170,14 +170,6 @@ def test_image_as_file_array_npy_and_url_is_the_same_input(request_for, tmp_path
 
 
 # ------------------------------------------------------------------------------------------- bad input
-@pytest.fixture
-def no_loading(monkeypatch):
-    from toolkit import loading, runner
-
-    def refuse(*a, **k):
-        raise AssertionError("weights were loaded before the request was checked")
-    monkeypatch.setattr(loading, "build_and_load", refuse)
-    runner._loaded.clear()
 
 
 @pytest.fixture(scope="module")
