@@ -115,3 +115,20 @@ def test_named_experiments_compose():
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             cfg = compose("generate", overrides=[f"+experiment={exp}"], return_hydra_config=True)
         assert cfg.hydra.sweeper.params, exp
+
+
+def test_progress_bar_and_job_log_stay_on_separate_lines(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.cli import ROOT
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "generate.py"), "num_frames=9", "height=32",
+                           "width=48", "num_inference_steps=2", f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    lines = proc.stdout.replace("\r", "\n").splitlines()
+    assert any("denoising: 100%" in line for line in lines)
+    logged = [line for line in lines if "[generate][INFO]" in line]
+    assert logged and all(line.startswith("[") for line in logged), logged

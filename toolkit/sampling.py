@@ -100,4 +100,4 @@ def _progress(total: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="denoising", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc="denoising", leave=True, dynamic_ncols=True)  # a finished bar keeps its own line
