@@ -12,6 +12,7 @@ import math
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore.common.initializer import Normal, initializer
 
 Linear = nn.Dense  # weight (out, in) + bias, same layout and names as torch.nn.Linear
 
@@ -368,3 +369,34 @@ class Attention(nn.Cell):
     def construct(self, x, mask=None, context=None):
         q, k, v = self.project_qkv(x, context)
         return self.project_out(scaled_dot_product_attention(q, k, v, mask))
+
+
+class Embedding(nn.Cell):
+    """torch.nn.Embedding: a ``weight`` (num, dim) table looked up by integer ids."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        # an initializer, not an array: under no_init_parameters nothing is allocated before loading
+        self.weight = Parameter(initializer(Normal(1.0), (num, dim), ms.float32))
+
+    def construct(self, ids):
+        return ops.gather(self.weight, ids, 0)
+
+
+class DiagonalGaussian:
+    """The encoder's posterior N(mean, exp(logvar)) with logvar clamped to [-30, 20] (diffusers
+    ``DiagonalGaussianDistribution``). ``sample`` takes the standard-normal noise (numpy, drawn on
+    the host from a seeded generator) so results do not depend on the backend's RNG."""
+
+    def __init__(self, moments: Tensor):
+        c = moments.shape[1] // 2
+        self.mean = moments[:, :c]
+        self.logvar = ops.clamp(moments[:, c:], -30.0, 20.0)
+        self.std = ops.exp(0.5 * self.logvar)
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def sample(self, noise) -> Tensor:
+        noise = noise if isinstance(noise, Tensor) else Tensor(np.asarray(noise, np.float32))
+        return self.mean + self.std * noise

@@ -33,8 +33,8 @@ import numpy as np
 
 from toolkit import loading
 from toolkit.guidance import cogvideox_dynamic_guidance
-from toolkit.pipelines.common import (RequestError, Timer, check_choice, check_int, check_prompts,
-                                      check_multiple, check_number, fail, initial_latents, load_array,
+from toolkit.pipelines.common import (RequestError, Timer, check_choice, check_int, check_multiple, check_number,
+                                      check_prompts, fail, initial_latents, load_array, read_model_index,
                                       sampler_from_strength, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, randn, sample
 from toolkit.samplers import build_sampler, validate_scheduler
@@ -85,11 +85,7 @@ class Configs:
 
 def read_configs(folder: Path) -> Configs:
     folder = Path(folder)
-    index = loading.read_json(folder / "model_index.json")
-    missing = [c for c in COMPONENTS if c not in index]
-    if missing:
-        raise loading.CheckpointError(f"{folder}/model_index.json lacks components {missing}; "
-                                      "this is not a CogVideoX checkpoint")
+    index = read_model_index(folder, COMPONENTS, "CogVideoX")
     return Configs(folder=folder, model_index=index,
                    transformer=loading.read_config(folder, "transformer"),
                    vae=loading.read_config(folder, "vae"),

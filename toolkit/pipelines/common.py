@@ -64,6 +64,18 @@ def as_prompt_list(key: str, prompt) -> list[str] | None:
     fail(key, prompt, "must be a string or a list of strings")
 
 
+def read_model_index(folder, components, family: str) -> dict:
+    """model_index.json of a diffusers pipeline folder, checked to name every component the family loads."""
+    from toolkit import loading
+
+    index = loading.read_json(Path(folder) / "model_index.json")
+    missing = [c for c in components if c not in index]
+    if missing:
+        raise loading.CheckpointError(f"{folder}/model_index.json lacks components {missing}; "
+                                      f"this is not a {family} checkpoint")
+    return index
+
+
 def check_prompts(r: dict, embed_dim: int) -> int:
     """``prompt`` xor ``prompt_embeds`` (a .npy (batch, seq, embed_dim)), a ``negative_prompt`` of one
     entry or one per prompt, ``negative_prompt_embeds`` shaped like ``prompt_embeds``. Returns the

@@ -42,6 +42,7 @@ from toolkit import loading
 from toolkit.guidance import linear_frame_guidance
 from toolkit.pipelines.common import (
     RequestError,
+    read_model_index,
     Timer,
     check_int,
     check_multiple,
@@ -102,11 +103,7 @@ def read_configs(folder: Path) -> Configs:
     from toolkit.models.clip.preprocess import read_image_processor_config
 
     folder = Path(folder)
-    index = loading.read_json(folder / "model_index.json")
-    missing = [c for c in COMPONENTS if c not in index]
-    if missing:
-        raise loading.CheckpointError(f"{folder}/model_index.json lacks components {missing}; "
-                                      "this is not a Stable Video Diffusion checkpoint")
+    index = read_model_index(folder, COMPONENTS, "Stable Video Diffusion")
     try:
         feature_extractor = read_image_processor_config(folder)
     except FileNotFoundError as e:

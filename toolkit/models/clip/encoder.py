@@ -17,7 +17,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from toolkit.models.layers import Conv2d, LayerNorm, gelu, linear, scaled_dot_product_attention
-from toolkit.models.t5.encoder import Embedding  # torch.nn.Embedding with its `weight` name
+from toolkit.models.layers import Embedding  # torch.nn.Embedding with its `weight` name
 
 NEG_INF = float(np.finfo(np.float32).min)
 

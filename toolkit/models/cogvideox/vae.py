@@ -16,7 +16,7 @@ from mindspore import Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
 from toolkit.models.causal_conv import CausalConv3d, SafeConv3d, frame_chunks, resize_nearest, run_in_chunks
-from toolkit.models.layers import Conv2d, GroupNorm, silu
+from toolkit.models.layers import Conv2d, DiagonalGaussian, GroupNorm, silu
 from toolkit.vae_tiling import vae_decode_tiled, vae_encode_tiled
 
 
@@ -233,25 +233,6 @@ class Decoder3D(nn.Cell):
         h, new["norm_out"] = self.norm_out(h, z, cache.get("norm_out"))
         h, new["conv_out"] = self.conv_out(silu(h), cache.get("conv_out"))
         return h, new
-
-
-class DiagonalGaussian:
-    """The encoder's posterior N(mean, exp(logvar)) with logvar clamped to [-30, 20] (diffusers
-    ``DiagonalGaussianDistribution``). ``sample`` takes the standard-normal noise (numpy, drawn on
-    the host from a seeded generator) so results do not depend on the backend's RNG."""
-
-    def __init__(self, moments: Tensor):
-        c = moments.shape[1] // 2
-        self.mean = moments[:, :c]
-        self.logvar = ops.clamp(moments[:, c:], -30.0, 20.0)
-        self.std = ops.exp(0.5 * self.logvar)
-
-    def mode(self) -> Tensor:
-        return self.mean
-
-    def sample(self, noise) -> Tensor:
-        noise = noise if isinstance(noise, Tensor) else Tensor(np.asarray(noise, np.float32))
-        return self.mean + self.std * noise
 
 
 class AutoencoderKLCogVideoX(ModelMixin):

@@ -20,7 +20,7 @@ import re
 from mindspore import Tensor, ops
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.cogvideox.vae import DiagonalGaussian
+from toolkit.models.layers import DiagonalGaussian
 from toolkit.models.layers import Conv2d
 from toolkit.models.unet_blocks import Decoder, Encoder
 from toolkit.vae_tiling import TileGeometry, tiled_apply

@@ -15,7 +15,7 @@ from __future__ import annotations
 from mindspore import nn
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.cogvideox.vae import DiagonalGaussian
+from toolkit.models.layers import DiagonalGaussian
 from toolkit.models.layers import Conv2d, Conv3d, GroupNorm, silu
 from toolkit.models.svd.blocks import SpatioTemporalResBlock, fold_frames, unfold_frames
 from toolkit.models.unet_blocks import Encoder, GroupNormAttention, Upsample2D

@@ -18,11 +18,10 @@ import math
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import Normal, initializer
+from mindspore import Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.layers import RMSNorm, gelu, linear, scaled_dot_product_attention, silu
+from toolkit.models.layers import Embedding, RMSNorm, gelu, linear, scaled_dot_product_attention, silu
 
 # keys transformers writes into a T5 config.json that do not change the encoder's forward pass
 TRANSFORMERS_CONFIG_KEYS = (
@@ -83,17 +82,6 @@ def relative_position_buckets(relative_position: np.ndarray, num_buckets: int = 
               / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact))
     large = np.minimum(max_exact + scaled.astype(np.int64), half - 1)
     return (rp > 0).astype(np.int64) * half + np.where(n < max_exact, n, large)
-
-
-class Embedding(nn.Cell):
-    """torch.nn.Embedding: a ``weight`` (num, dim) table looked up by integer ids."""
-
-    def __init__(self, num: int, dim: int):
-        super().__init__()
-        self.weight = Parameter(initializer(Normal(1.0), (num, dim), ms.float32))
-
-    def construct(self, ids):
-        return ops.gather(self.weight, ids, 0)
 
 
 class T5Attention(nn.Cell):
