@@ -176,6 +176,44 @@ def in_child(target, *args):
     return value
 
 
+def unet_steps(table: Table, run_dir: Path, repeats: int) -> None:
+    """One CFG-batch denoiser step of the UNet families, on the test suite's tiny checkpoints (written by
+    diffusers): AnimateDiff's motion UNet and SVD's spatio-temporal UNet."""
+    import mindspore as ms
+    import numpy as np
+    import torch
+
+    from tests.reference import animatediff as ad
+    from tests.reference import svd as svd_ref
+    from toolkit.models.animatediff.unet_motion import load_motion_unet
+    from toolkit.pipelines import svd
+
+    rng = np.random.default_rng(0)
+    pipe = ad.build(run_dir / "animatediff" / "sd", run_dir / "animatediff" / "adapter")
+    net, _ = load_motion_unet(run_dir / "animatediff" / "sd" / "unet", run_dir / "animatediff" / "adapter")
+    fwd = ms.jit(net.construct)
+    x = rng.standard_normal((2, 4, ad.NUM_FRAMES, ad.HEIGHT // 8, ad.WIDTH // 8)).astype(np.float32)
+    ctx = rng.standard_normal((2, 77, pipe.unet.config.cross_attention_dim)).astype(np.float32)
+    args = (ms.Tensor(x), ms.Tensor(np.array([500.0, 500.0], np.float32)), ms.Tensor(ctx))
+    # diffusers' motion UNet takes the text states repeated per frame, as AnimateDiffPipeline passes them
+    tx, tc, tt = torch.from_numpy(x), torch.from_numpy(np.repeat(ctx, ad.NUM_FRAMES, 0)), torch.tensor(500)
+    table.add(f"AnimateDiff motion UNet step (tiny, {ad.NUM_FRAMES} frames)",
+              *interleaved(lambda: fwd(*args).asnumpy(), lambda: pipe.unet(tx, tt, encoder_hidden_states=tc).sample,
+                           repeats))
+
+    svd_pipe = svd_ref.build(run_dir / "svd_pipe")
+    model = svd.load(run_dir / "svd_pipe", jit=True)
+    f, c = svd_ref.NUM_FRAMES, svd_pipe.unet.config.in_channels
+    x = rng.standard_normal((2, f, c, svd_ref.HEIGHT // 8, svd_ref.WIDTH // 8)).astype(np.float32)
+    emb = rng.standard_normal((2, 1, svd_pipe.unet.config.cross_attention_dim)).astype(np.float32)
+    ids = np.array([[6.0, 127.0, 0.02]] * 2, np.float32)
+    args = (ms.Tensor(x), ms.Tensor(np.array([0.5, 0.5], np.float32)), ms.Tensor(emb), ms.Tensor(ids))
+    tx, te, ti, tt = (torch.from_numpy(a) for a in (x, emb, ids, np.array([0.5, 0.5], np.float32)))
+    table.add(f"SVD spatio-temporal UNet step (tiny, {f} frames)",
+              *interleaved(lambda: model.forward(*args).asnumpy(),
+                           lambda: svd_pipe.unet(tx, tt, encoder_hidden_states=te, added_time_ids=ti).sample, repeats))
+
+
 def weights_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 2**20
 
@@ -254,6 +292,8 @@ def main(c: DictConfig) -> None:
     table.add("VAE decode, tiled (48x40 px tiles)", *interleaved(lambda: model.vae.decode_tiled(zm, **tile).asnumpy(),
                                                               lambda: pipe.vae.decode(zt).sample, R))
     pipe.vae.disable_tiling()
+
+    unet_steps(table, run_dir, R)
 
     # a guidance sweep in one process: the model loads once, the prompt is encoded once
     base = {"model": {"family": "cogvideox", "path": str(folder), "dtype": "float32"}, "prompt": prompt,
