@@ -31,3 +31,14 @@ def with_(request: dict, **changes) -> dict:
             node = node[part]
         node[leaf] = value
     return r
+
+
+def cogvideox_conditioned_frames(folder, run_dir: Path, *extra: str):
+    """frames.npy of a noise-free (vae.posterior=mode) CogVideoX run on a tiny reference checkpoint."""
+    import numpy as np
+
+    from tests.reference import cogvideox as ref
+    generate(f"model.path={folder}", f"hydra.run.dir={run_dir}", f"height={ref.HEIGHT}", f"width={ref.WIDTH}",
+             f"max_sequence_length={ref.MAX_SEQ}", "prompt=a cat walks on the grass", "negative_prompt=''",
+             "seed=7", "runtime.progress=false", "vae.posterior=mode", *extra)
+    return np.load(Path(run_dir) / "frames.npy")

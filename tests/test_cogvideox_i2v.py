@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.cli import generate
+from tests.cli import cogvideox_conditioned_frames, generate
 
 ATOL = 1e-4
 CASES = [  # (flavour, checkpoint scheduler, dynamic CFG, num_frames)
@@ -33,14 +33,6 @@ def write_image(path, height=40, width=50, seed=0):
     return Image.open(path).convert("RGB")
 
 
-def toolkit_frames(folder, run_dir, *extra):
-    from tests.reference import cogvideox as ref
-    generate(f"model.path={folder}", f"hydra.run.dir={run_dir}", f"height={ref.HEIGHT}", f"width={ref.WIDTH}",
-             f"max_sequence_length={ref.MAX_SEQ}", "prompt=a cat walks on the grass", "negative_prompt=''",
-             "seed=7", "runtime.progress=false", "vae.posterior=mode", *extra)
-    return np.load(run_dir / "frames.npy")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("flavour,scheduler,dynamic,num_frames", CASES)
 def test_frames_match_diffusers_image_to_video(cogvideox_i2v_ref, flavour, scheduler, dynamic, num_frames,
@@ -52,7 +44,7 @@ def test_frames_match_diffusers_image_to_video(cogvideox_i2v_ref, flavour, sched
     np.save(tmp_path / "latents.npy", latents)
     expected = ref.run_i2v(pipe, image, latents, seed=7, num_inference_steps=2, guidance_scale=6.0,
                            use_dynamic_cfg=dynamic, num_frames=num_frames)
-    got = toolkit_frames(folder, tmp_path / "run", f"image={tmp_path / 'image.png'}",
+    got = cogvideox_conditioned_frames(folder, tmp_path / "run", f"image={tmp_path / 'image.png'}",
                          f"latents={tmp_path / 'latents.npy'}", f"num_frames={num_frames}", "num_inference_steps=2",
                          "guidance_scale=6.0", f"use_dynamic_cfg={str(dynamic).lower()}")
     assert got.shape == expected.shape == (num_frames, 32, 48, 3)

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import pytest
 
-from tests.cli import generate
+from tests.cli import cogvideox_conditioned_frames
 
 ATOL = 1e-4
 CASES = [  # (transformer flavour, checkpoint scheduler, dynamic CFG, video frames, strength, output frames)
@@ -40,14 +40,6 @@ def as_pil(frames):
     return [Image.fromarray(f) for f in frames]
 
 
-def toolkit_frames(folder, run_dir, *extra):
-    from tests.reference import cogvideox as ref
-    generate(f"model.path={folder}", f"hydra.run.dir={run_dir}", f"height={ref.HEIGHT}", f"width={ref.WIDTH}",
-             f"max_sequence_length={ref.MAX_SEQ}", "prompt=a cat walks on the grass", "negative_prompt=''",
-             "seed=7", "runtime.progress=false", "vae.posterior=mode", *extra)
-    return np.load(run_dir / "frames.npy")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("flavour,scheduler,dynamic,n,strength,out", CASES)
 def test_frames_match_diffusers_video_to_video(cogvideox_ref, flavour, scheduler, dynamic, n, strength, out,
@@ -60,7 +52,7 @@ def test_frames_match_diffusers_video_to_video(cogvideox_ref, flavour, scheduler
     np.save(tmp_path / "noise.npy", noise)
     expected = ref.run_v2v(ref.video_to_video(pipe), as_pil(frames), noise, strength, seed=7,
                            num_inference_steps=4, use_dynamic_cfg=dynamic)
-    got = toolkit_frames(folder, tmp_path / "run", f"video={tmp_path / 'video.npy'}",
+    got = cogvideox_conditioned_frames(folder, tmp_path / "run", f"video={tmp_path / 'video.npy'}",
                          f"latents={tmp_path / 'noise.npy'}", f"strength={strength}", "num_inference_steps=4",
                          "guidance_scale=6.0", f"use_dynamic_cfg={str(dynamic).lower()}")
     assert got.shape == expected.shape == (out, 32, 48, 3)
@@ -76,7 +68,7 @@ def test_strength_zero_returns_the_input_reconstruction(cogvideox_ref, tmp_path)
     folder, pipe = cogvideox_ref("5b", "CogVideoXDPMScheduler")
     frames = video_frames(9, seed=1)
     np.save(tmp_path / "video.npy", frames)
-    got = toolkit_frames(folder, tmp_path / "run", f"video={tmp_path / 'video.npy'}", "strength=0",
+    got = cogvideox_conditioned_frames(folder, tmp_path / "run", f"video={tmp_path / 'video.npy'}", "strength=0",
                          "num_inference_steps=4")
     expected = ref.reconstruction(pipe.vae, as_pil(frames))
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)

@@ -34,18 +34,24 @@ class Tokens(NamedTuple):
     attention_mask: np.ndarray  # (B, max_sequence_length) int64, 1 = token, 0 = padding
 
 
-def tokenize_t5(tokenizer, prompts: list[str], max_sequence_length: int) -> Tokens:
-    """T5 tokenization as diffusers' ``_get_t5_prompt_embeds``: ``</s>`` appended, padded to
-    ``max_sequence_length``, longer prompts truncated with a warning naming the dropped text."""
-    out = tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+def _padded_tokens(tokenizer, prompts: list[str], max_length: int, why: str) -> Tokens:
+    """Ids padded to ``max_length`` (end token kept), longer prompts truncated with a warning naming the
+    dropped text, as diffusers' encoders do."""
+    out = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
                     add_special_tokens=True, return_tensors="np")
     ids = np.asarray(out["input_ids"], dtype=np.int64)
     untruncated = np.asarray(tokenizer(prompts, padding="longest", return_tensors="np")["input_ids"])
     if untruncated.shape[-1] >= ids.shape[-1] and not np.array_equal(untruncated, ids):
-        removed = tokenizer.batch_decode(untruncated[:, max_sequence_length - 1: -1])
-        log.warning("The following part of your input was truncated because `max_sequence_length` is set to "
-                    "%d tokens: %s", max_sequence_length, removed)
+        removed = tokenizer.batch_decode(untruncated[:, max_length - 1: -1])
+        log.warning("The following part of your input was truncated because %s: %s", why, removed)
     return Tokens(ids, np.asarray(out["attention_mask"], dtype=np.int64))
+
+
+def tokenize_t5(tokenizer, prompts: list[str], max_sequence_length: int) -> Tokens:
+    """T5 tokenization as diffusers' ``_get_t5_prompt_embeds``: ``</s>`` appended, padded to
+    ``max_sequence_length``, longer prompts truncated with a warning naming the dropped text."""
+    return _padded_tokens(tokenizer, prompts, max_sequence_length,
+                          f"`max_sequence_length` is set to {max_sequence_length} tokens")
 
 
 def embed_prompts(tokenizer, encoder, prompts: list[str], *, num_videos_per_prompt: int = 1,
@@ -144,14 +150,7 @@ def tokenize_clip(tokenizer, prompts: list[str], max_length: int | None = None) 
     prompt ``<|endoftext|>``, padded with ``<|endoftext|>`` to ``max_length`` (default the tokenizer's
     ``model_max_length``, 77), longer prompts truncated (keeping the end token) with a warning."""
     max_length = max_length or tokenizer.model_max_length
-    out = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="np")
-    ids = np.asarray(out["input_ids"], dtype=np.int64)
-    untruncated = np.asarray(tokenizer(prompts, padding="longest", return_tensors="np")["input_ids"])
-    if untruncated.shape[-1] >= ids.shape[-1] and not np.array_equal(untruncated, ids):
-        removed = tokenizer.batch_decode(untruncated[:, max_length - 1: -1])
-        log.warning("The following part of your input was truncated because CLIP can only handle sequences up "
-                    "to %d tokens: %s", max_length, removed)
-    return Tokens(ids, np.asarray(out["attention_mask"], dtype=np.int64))
+    return _padded_tokens(tokenizer, prompts, max_length, f"CLIP can only handle sequences up to {max_length} tokens")
 
 
 def _clip_embed(tokenizer, text_encoder, prompts: list[str], max_length: int | None, clip_skip: int | None):

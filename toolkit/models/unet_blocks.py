@@ -735,3 +735,10 @@ def per_block(owner: str, name: str, value, n: int) -> list:
     if len(value) != n:
         raise ValueError(f"{owner}: {name}={value} must have one entry per block ({n})")
     return value
+
+
+def repeat_per_frame(x, frames: int):
+    """(B, ...) -> (B * frames, ...): each video's tensor for every one of its frames, frames folded
+    into the batch (diffusers' ``repeat_interleave(frames, dim=0)``)."""
+    b = x.shape[0]
+    return ops.broadcast_to(x[:, None], (b, frames) + tuple(x.shape[1:])).reshape((b * frames,) + tuple(x.shape[1:]))

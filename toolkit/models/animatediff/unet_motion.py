@@ -26,7 +26,7 @@ from mindspore import nn, ops
 from toolkit.models.animatediff.motion import motion_modules
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding
-from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps, per_block,
+from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps, per_block, repeat_per_frame,
                                         UNetMidBlock2DCrossAttn, UpBlock2D, activation)
 
 log = logging.getLogger(__name__)
@@ -368,9 +368,8 @@ class UNetMotionModel(ModelMixin):
 
         t = ops.broadcast_to(timestep.reshape(-1), (b,))
         emb = self.time_embedding(self.time_proj(t))
-        emb = ops.broadcast_to(emb[:, None], (b, f, emb.shape[-1])).reshape(b * f, emb.shape[-1])
-        s, d = encoder_hidden_states.shape[1], encoder_hidden_states.shape[2]
-        context = ops.broadcast_to(encoder_hidden_states[:, None], (b, f, s, d)).reshape(b * f, s, d)
+        emb = repeat_per_frame(emb, f)
+        context = repeat_per_frame(encoder_hidden_states, f)
 
         x = self.conv_in(sample.transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w))
         skips = (x,)

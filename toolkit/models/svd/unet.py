@@ -25,7 +25,7 @@ from mindspore import nn, ops
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding, silu
 from toolkit.models.svd.blocks import SpatioTemporalResBlock, TransformerSpatioTemporalModel
-from toolkit.models.unet_blocks import Downsample2D, Timesteps, Upsample2D, per_block
+from toolkit.models.unet_blocks import Downsample2D, Timesteps, Upsample2D, per_block, repeat_per_frame
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal")
 UP_BLOCK_TYPES = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")
@@ -275,9 +275,8 @@ class UNetSpatioTemporalConditionModel(ModelMixin):
         b, f = sample.shape[0], sample.shape[1]
         emb = self.embed(timestep, added_time_ids)
         # every frame gets its video's embedding and context (diffusers' repeat_interleave)
-        emb = ops.broadcast_to(emb[:, None], (b, f, emb.shape[-1])).reshape(b * f, -1)
-        s, d = encoder_hidden_states.shape[1], encoder_hidden_states.shape[2]
-        context = ops.broadcast_to(encoder_hidden_states[:, None], (b, f, s, d)).reshape(b * f, s, d)
+        emb = repeat_per_frame(emb, f)
+        context = repeat_per_frame(encoder_hidden_states, f)
 
         x = self.conv_in(sample.reshape((b * f,) + tuple(sample.shape[2:])))
         skips = (x,)
