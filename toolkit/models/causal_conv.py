@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 from mindspore import Tensor, nn, ops
 
 from toolkit.models.layers import Conv3d
@@ -125,34 +124,3 @@ def run_in_chunks(fn: Callable, x: Tensor, chunks, cache=None):
         y, cache = fn(x[:, :, s:e], cache)
         outs.append(y)
     return (outs[0] if len(outs) == 1 else ops.cat(outs, 2)), cache
-
-
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of each output position for torch's ``interpolate(mode="nearest")``:
-    ``min(floor(i * in/out), in - 1)`` with the scale in float32, as torch computes it."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    idx = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(idx, in_size - 1).astype(np.int32)
-
-
-def repeat_axis(x: Tensor, axis: int, repeats: int) -> Tensor:
-    """Each element repeated ``repeats`` times along ``axis`` (repeat_interleave) by broadcast and
-    reshape: no gather, which is slow on MindSpore's CPU backend."""
-    shape = tuple(x.shape)
-    expanded = ops.broadcast_to(x.expand_dims(axis + 1), shape[:axis + 1] + (repeats,) + shape[axis + 1:])
-    return expanded.reshape(shape[:axis] + (shape[axis] * repeats,) + shape[axis + 1:])
-
-
-def resize_nearest(x: Tensor, size: tuple, first_axis: int = 2) -> Tensor:
-    """torch-style nearest resize of the trailing axes (from ``first_axis``) to ``size``. An integer
-    up-scaling factor is an exact repeat; other ratios gather torch's source indices."""
-    for k, n in enumerate(size):
-        axis = first_axis + k
-        m = x.shape[axis]
-        if m == n:
-            continue
-        if n % m == 0:
-            x = repeat_axis(x, axis, n // m)
-        else:
-            x = ops.gather(x, Tensor(nearest_indices(m, n)), axis)
-    return x

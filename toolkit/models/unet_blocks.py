@@ -29,7 +29,8 @@ from mindspore import Parameter, Tensor, mint, nn, ops
 
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import (Attention, Conv2d, FeedForward, GroupNorm, LayerNorm, TimestepEmbedding, linear,
-                                   scaled_dot_product_attention, silu, sinusoidal_timestep_embedding)
+                                   resize_nearest, scaled_dot_product_attention, silu,
+                                   sinusoidal_timestep_embedding)
 
 __all__ = [
     "ResnetBlock2D", "Downsample2D", "Upsample2D", "Timesteps", "TimestepEmbedding", "SinusoidalPositionalEmbedding",
@@ -170,7 +171,7 @@ class Upsample2D(nn.Cell):
     def construct(self, hidden_states, output_size=None):
         if output_size is None:
             output_size = (hidden_states.shape[2] * 2, hidden_states.shape[3] * 2)
-        hidden_states = mint.nn.functional.interpolate(hidden_states, size=tuple(output_size), mode="nearest")
+        hidden_states = resize_nearest(hidden_states, tuple(output_size))
         if self.use_conv:
             hidden_states = self.conv(hidden_states)
         return hidden_states

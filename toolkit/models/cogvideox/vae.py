@@ -15,8 +15,8 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.causal_conv import CausalConv3d, SafeConv3d, frame_chunks, resize_nearest, run_in_chunks
-from toolkit.models.layers import Conv2d, DiagonalGaussian, GroupNorm, silu
+from toolkit.models.causal_conv import CausalConv3d, SafeConv3d, frame_chunks, run_in_chunks
+from toolkit.models.layers import Conv2d, DiagonalGaussian, GroupNorm, resize_nearest, silu
 from toolkit.vae_tiling import vae_decode_tiled, vae_encode_tiled
 
 
@@ -26,11 +26,16 @@ def _activation(name: str):
     return silu
 
 
-def _per_frame(conv, x):
-    """A 2-D conv applied to every frame of (B, C, F, H, W)."""
-    b, c, f, h, w = x.shape
-    y = conv(x.transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w))
-    return y.reshape(b, f, *y.shape[1:]).transpose(0, 2, 1, 3, 4)
+def fit_latent(zq, size: tuple):
+    """The latent ``zq`` resized (nearest) to ``size`` = (frames, height, width) as SpatialNorm3D
+    conditions on it: with an odd number (> 1) of frames the first frame is resized on its own.
+    Already that size: returned as is (the decoder fits it once per block, not once per norm)."""
+    nf, h, w = size
+    if tuple(zq.shape[-3:]) == (nf, h, w):
+        return zq
+    if nf > 1 and nf % 2 == 1:
+        return ops.cat([resize_nearest(zq[:, :, :1], (1, h, w)), resize_nearest(zq[:, :, 1:], (nf - 1, h, w))], 2)
+    return resize_nearest(zq, (nf, h, w))
 
 
 class SpatialNorm3D(nn.Cell):
@@ -45,12 +50,7 @@ class SpatialNorm3D(nn.Cell):
 
     def construct(self, f, zq, cache=None):
         cache = cache or {}
-        nf, h, w = f.shape[-3:]
-        if nf > 1 and nf % 2 == 1:
-            zq = ops.cat([resize_nearest(zq[:, :, :1], (1, h, w)),
-                          resize_nearest(zq[:, :, 1:], (nf - 1, h, w))], 2)
-        else:
-            zq = resize_nearest(zq, (nf, h, w))
+        zq = fit_latent(zq, f.shape[-3:])
         new = {}
         y, new["conv_y"] = self.conv_y(zq, cache.get("conv_y"))
         b, new["conv_b"] = self.conv_b(zq, cache.get("conv_b"))
@@ -122,7 +122,7 @@ class Downsample3D(nn.Cell):
                     x = ops.cat([x[:, :, :1], rest], 2)
             else:
                 x = (x[:, :, 0::2] + x[:, :, 1::2]) / 2
-        return _per_frame(self.conv, x)
+        return self.conv.per_frame(x)
 
 
 class Upsample3D(nn.Cell):
@@ -143,7 +143,7 @@ class Upsample3D(nn.Cell):
             x = resize_nearest(x, (2 * nf, 2 * h, 2 * w))
         else:
             x = resize_nearest(x, (nf, 2 * h, 2 * w))
-        return _per_frame(self.conv, x)
+        return self.conv.per_frame(x)
 
 
 class _Block(nn.Cell):
@@ -161,6 +161,8 @@ class _Block(nn.Cell):
     def construct(self, x, zq=None, cache=None):
         cache = cache or {}
         new = {}
+        if zq is not None:  # every resnet of a block works at one size: fit the latent once
+            zq = fit_latent(zq, x.shape[-3:])
         for i, resnet in enumerate(self.resnets):
             x, new[f"resnet_{i}"] = resnet(x, zq, cache.get(f"resnet_{i}"))
         if self.has_down:
