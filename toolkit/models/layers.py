@@ -191,6 +191,87 @@ def _conv_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tu
             out_size)
 
 
+# Winograd F(2x2, 3x3) (Lavin & Gray, https://arxiv.org/abs/1509.09308): a 2x2 output tile of a 3x3 conv
+# from a 4x4 input tile with 16 products instead of 36. In Kronecker form on row-major flattened tiles:
+# input transform kron(Bt, Bt) (16x16), kernel transform kron(G, G) (16x9), output transform kron(At, At) (4x16).
+_WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+_WINO_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64)
+_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+_WINO_IN = Tensor(np.kron(_WINO_BT, _WINO_BT).astype(np.float32))
+_WINO_OUT = Tensor(np.kron(_WINO_AT, _WINO_AT).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=64)
+def _winograd_kernel_transform(kt: int) -> Tensor:
+    """(kt * 16, kt * 9): every temporal tap's 3x3 kernel to its 16 Winograd-domain values."""
+    return Tensor(np.kron(np.eye(kt), np.kron(_WINO_G, _WINO_G)).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=512)
+def _winograd_plan(b: int, t: int, h: int, w: int, kt: int, time_pad: tuple):
+    """Host-side tables for ``conv3x3_winograd``: the input row behind every element of every 4x4 tile
+    (tile-element major), the rows of one frame's tiles, the frames, the rows computed per tile element,
+    the result row of every output position, and the output frames per sample."""
+    tp = t + time_pad[0] + time_pad[1]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    tiles = th * tw
+    zero = b * t * h * w  # the appended zero row
+    frame = np.full((b, tp), -1, np.int64)
+    frame[:, time_pad[0]:time_pad[0] + t] = np.arange(b * t).reshape(b, t)
+    frame = frame.reshape(-1)[None, None, :, None, None]
+    ys = (2 * np.arange(th)[None, :] - 1 + np.arange(4)[:, None])[:, None, None, :, None]  # (4, 1, 1, th, 1)
+    xs = (2 * np.arange(tw)[None, :] - 1 + np.arange(4)[:, None])[None, :, None, None, :]  # (1, 4, 1, 1, tw)
+    inside = (frame >= 0) & (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    source = np.where(inside, frame * h * w + ys * w + xs, zero).reshape(-1)
+    frames = b * tp
+    rows = (frames - kt + 1) * tiles  # tiles whose temporal window starts at every frame but the last kt-1
+    t_out = tp - kt + 1
+    first = (np.arange(b)[:, None] * tp + np.arange(t_out)[None, :]).reshape(-1, 1, 1) * tiles
+    yy, xx = np.arange(h)[:, None], np.arange(w)[None, :]
+    keep = ((yy % 2) * 2 + xx % 2)[None] * rows + first + ((yy // 2) * tw + xx // 2)[None]
+    return Tensor(source.astype(np.int32)), tiles, frames, rows, Tensor(keep.reshape(-1).astype(np.int32)), t_out
+
+
+def conv3x3_winograd(x, weight, bias, time_pad: tuple = (0, 0)):
+    """A 3x3 convolution over H, W (padding 1, stride 1), optionally with ``kt`` temporal taps (no
+    temporal stride; ``time_pad`` zero frames before/after), by Winograd F(2x2, 3x3).
+
+    x: (B, C, T, H, W) with weight (O, C, kt, 3, 3), or (B, C, H, W) with weight (O, C, 3, 3).
+    Tiles are gathered channels-last and transformed by one small matrix product; every (temporal tap,
+    tile element) is then one (tiles, C) @ (C, O) product -- 2.25x fewer multiplications than the direct
+    form -- and one more product maps tiles back. Agrees with the direct convolution to ~1e-6 relative.
+    """
+    planar = x.ndim == 4
+    if planar:
+        b, c, h, w = x.shape
+        t, kt = 1, 1
+    else:
+        b, c, t, h, w = x.shape
+        kt = weight.shape[2]
+    o = weight.shape[0]
+    source, tiles, frames, rows, keep, t_out = _winograd_plan(b, t, h, w, kt, tuple(time_pad))
+    flat = ops.cat([channels_last_rows(x), ops.zeros((1, c), x.dtype)], 0)
+    tiles_in = ops.matmul(_WINO_IN, ops.gather(flat, source, 0).reshape(16, -1)).reshape(16, frames * tiles, c)
+    kernels = _matmul_tb(_winograd_kernel_transform(kt), weight.reshape(o * c, kt * 9)).reshape(kt, 16, o, c)
+    products = []
+    for e in range(16):
+        acc = None
+        for dt in range(kt):
+            y = _matmul_tb(tiles_in[e, dt * tiles:dt * tiles + rows], kernels[dt, e])
+            acc = y if acc is None else acc + y
+        products.append(acc)
+    out = ops.matmul(_WINO_OUT, ops.stack(products, 0).reshape(16, -1)).reshape(4 * rows, o)
+    out = ops.gather(out, keep, 0)
+    if bias is not None:
+        out = ops.bias_add(out, bias)
+    return channels_first(out, b, (h, w) if planar else (t_out, h, w))
+
+
+def _winograd_applies(kernel: tuple, padding: tuple, stride: tuple) -> bool:
+    return (tuple(kernel[-2:]) == (3, 3) and all(s == 1 for s in stride)
+            and tuple(padding[-2:]) == ((1, 1), (1, 1)))
+
+
 def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     """An N-d convolution (torch semantics, groups=1) as a sum of shifted matrix products.
 
@@ -217,6 +298,8 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
         if bias is not None:
             out = ops.bias_add(out, bias)
         return out.reshape((b, o) + spatial)
+    if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
+        return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
     source, offsets, n, keep, out_size = _conv_plan(b, spatial, kernel, tuple(padding), tuple(stride))
     rows = ops.cat([channels_last_rows(x), ops.zeros((1, c), x.dtype)], 0)
     xf = ops.gather(rows, source, 0)  # padded, channels-last, with a zero tail for the farthest tap

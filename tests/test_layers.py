@@ -1,0 +1,76 @@
+"""The shared fast paths of toolkit/models/layers.py against PyTorch's own operators.
+
+Convolutions take one of three routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, shifted
+row products for the rest); group norm and nearest resizing are built from matmuls, gathers and the
+inference BatchNorm kernel. Each route is checked on the geometries the networks use, including the
+awkward ones (odd sizes, batches, temporal padding, strides, a large mean).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mindspore import Tensor
+
+from toolkit.models.layers import (GroupNorm, channels_first, channels_last_rows, conv_shifted_matmul,
+                                   resize_nearest)
+
+F = torch.nn.functional
+
+
+def _conv_case(rng, x_shape, w_shape):
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.2).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    return x, w, b
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding, stride", [
+    ((2, 5, 9, 7), (6, 5, 3, 3), ((1, 1), (1, 1)), (1, 1)),                 # Winograd, batch, odd sizes
+    ((1, 4, 5, 6, 7), (3, 4, 3, 3, 3), ((0, 0), (1, 1), (1, 1)), (1, 1, 1)),  # Winograd, 3 temporal taps
+    ((2, 4, 3, 5, 4), (3, 4, 3, 3, 3), ((2, 0), (1, 1), (1, 1)), (1, 1, 1)),  # Winograd, batch + causal pad
+    ((1, 4, 3, 6, 5), (3, 4, 1, 3, 3), ((0, 0), (1, 1), (1, 1)), (1, 1, 1)),  # Winograd, one-frame kernel
+    ((2, 3, 9, 8), (5, 3, 3, 3), ((0, 1), (0, 1)), (2, 2)),                 # shifted rows, stride 2, one-sided
+    ((2, 3, 8, 8), (5, 3, 2, 2), ((0, 0), (0, 0)), (2, 2)),                 # shifted rows, patchify
+    ((1, 3, 4, 5, 6), (2, 3, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # shifted rows, temporal only
+    ((2, 6, 4, 5), (7, 6, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise
+])
+def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
+    x, w, b = _conv_case(rng, x_shape, w_shape)
+    ours = conv_shifted_matmul(Tensor(x), Tensor(w), Tensor(b), padding, stride).asnumpy()
+    xt = torch.from_numpy(x)
+    if len(x_shape) == 4:
+        xt = F.pad(xt, (padding[1][0], padding[1][1], padding[0][0], padding[0][1]))
+        ref = F.conv2d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=stride)
+    else:
+        xt = F.pad(xt, (padding[2][0], padding[2][1], padding[1][0], padding[1][1], padding[0][0], padding[0][1]))
+        ref = F.conv3d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=stride)
+    assert ours.shape == tuple(ref.shape)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
+
+
+def test_channels_last_rows_and_back_are_exact(rng):
+    x = rng.standard_normal((3, 5, 4, 6)).astype(np.float32)
+    rows = channels_last_rows(Tensor(x)).asnumpy()
+    np.testing.assert_array_equal(rows, x.transpose(0, 2, 3, 1).reshape(-1, 5))
+    np.testing.assert_array_equal(channels_first(Tensor(rows), 3, (4, 6)).asnumpy(), x)
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 8, 5, 7), 4), ((1, 6, 3, 4, 5), 3)])
+def test_group_norm_matches_torch_even_far_from_zero_mean(rng, shape, groups):
+    x = (rng.standard_normal(shape) * 0.5 + 40.0).astype(np.float32)  # mean/std = 80: no E[x^2]-E[x]^2 shortcut
+    norm = GroupNorm(groups, shape[1], eps=1e-6)
+    weight = rng.standard_normal(shape[1]).astype(np.float32)
+    bias = rng.standard_normal(shape[1]).astype(np.float32)
+    norm.weight.set_data(Tensor(weight))
+    norm.bias.set_data(Tensor(bias))
+    ref = F.group_norm(torch.from_numpy(x), groups, torch.from_numpy(weight), torch.from_numpy(bias), 1e-6)
+    np.testing.assert_allclose(norm(Tensor(x)).asnumpy(), ref.numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize("shape, size", [((2, 3, 4, 5), (8, 10)), ((1, 2, 3, 4, 5), (5, 12, 10)),
+                                         ((2, 3, 5, 7), (3, 11))])
+def test_resize_nearest_matches_torch_interpolate(rng, shape, size):
+    x = rng.standard_normal(shape).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(x), size=size, mode="nearest").numpy()
+    np.testing.assert_array_equal(resize_nearest(Tensor(x), size).asnumpy(), ref)
