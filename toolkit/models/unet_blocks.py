@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import (Attention, Conv2d, FeedForward, GroupNorm, LayerNorm, TimestepEmbedding, linear,
