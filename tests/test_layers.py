@@ -12,6 +12,7 @@ import pytest
 import torch
 from mindspore import Tensor
 
+from toolkit.models import layers
 from toolkit.models.layers import (GroupNorm, channels_first, channels_last_rows, conv_shifted_matmul,
                                    resize_nearest)
 
@@ -49,6 +50,20 @@ def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 
 
+ROW_PAIR = 3 * 16 * 3 * 5 * 4  # bytes of Winograd temporaries per two output rows: width 6, 5 channels
+
+
+@pytest.mark.parametrize("budget, first_piece", [(2 * 3 * ROW_PAIR, ((0, 2), (0, 5))),  # two whole frames
+                                                 (ROW_PAIR, ((0, 1), (0, 2)))])        # two rows of one frame
+def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, first_piece):
+    monkeypatch.setattr(layers, "WINOGRAD_PIECE_BYTES", budget)
+    assert layers._winograd_pieces(4, 5, 6, 5, budget)[0] == first_piece
+    x, w, b = _conv_case(rng, (1, 5, 4, 5, 6), (4, 5, 3, 3, 3))
+    ours = conv_shifted_matmul(Tensor(x), Tensor(w), Tensor(b), ((2, 0), (1, 1), (1, 1)), (1, 1, 1)).asnumpy()
+    ref = F.conv3d(F.pad(torch.from_numpy(x), (1, 1, 1, 1, 2, 0)), torch.from_numpy(w), torch.from_numpy(b))
+    np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
+
+
 def test_channels_last_rows_and_back_are_exact(rng):
     x = rng.standard_normal((3, 5, 4, 6)).astype(np.float32)
     rows = channels_last_rows(Tensor(x)).asnumpy()
@@ -56,10 +71,12 @@ def test_channels_last_rows_and_back_are_exact(rng):
     np.testing.assert_array_equal(channels_first(Tensor(rows), 3, (4, 6)).asnumpy(), x)
 
 
+@pytest.mark.parametrize("route", ["fused kernel", "statistics + BatchNorm"])
 @pytest.mark.parametrize("shape, groups", [((2, 8, 5, 7), 4), ((1, 6, 3, 4, 5), 3)])
-def test_group_norm_matches_torch_even_far_from_zero_mean(rng, shape, groups):
+def test_group_norm_matches_torch_even_far_from_zero_mean(rng, shape, groups, route):
     x = (rng.standard_normal(shape) * 0.5 + 40.0).astype(np.float32)  # mean/std = 80: no E[x^2]-E[x]^2 shortcut
     norm = GroupNorm(groups, shape[1], eps=1e-6)
+    norm.fused_below = 0 if route == "statistics + BatchNorm" else 2 ** 40
     weight = rng.standard_normal(shape[1]).astype(np.float32)
     bias = rng.standard_normal(shape[1]).astype(np.float32)
     norm.weight.set_data(Tensor(weight))
