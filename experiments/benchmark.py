@@ -233,9 +233,9 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     w, repeats, rng = cfg["wide"], cfg["wide"]["repeats"], np.random.default_rng(2)
     t, (f, h, wd) = w["transformer"], w["latent"]
     torch.manual_seed(0)
-    ref = RefTransformer(in_channels=16, out_channels=16, sample_height=h, sample_width=wd, sample_frames=4 * (f - 1) + 1,
-                         patch_size=2, max_text_seq_length=w["text_tokens"], use_rotary_positional_embeddings=True,
-                         **t).eval()
+    ref = RefTransformer(in_channels=16, out_channels=16, sample_height=h, sample_width=wd,
+                         sample_frames=4 * (f - 1) + 1, patch_size=2, max_text_seq_length=w["text_tokens"],
+                         use_rotary_positional_embeddings=True, **t).eval()
     ref.save_pretrained(str(run_dir / "wide" / "transformer"))
     net, config = loading.build_and_load(CogVideoXTransformer3DModel, run_dir / "wide", "transformer")
     forward = ms.jit(net.construct)
