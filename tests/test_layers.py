@@ -50,13 +50,15 @@ def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 
 
-ROW_PAIR = 3 * 16 * 3 * 5 * 4  # bytes of Winograd temporaries per two output rows: width 6, 5 channels
+ROW_PAIR = 4 * 16 * 3 * 5 * 4  # bytes of Winograd temporaries per two output rows: width 6, 5 channels
 
 
 @pytest.mark.parametrize("budget, first_piece", [(2 * 3 * ROW_PAIR, ((0, 2), (0, 5))),  # two whole frames
                                                  (ROW_PAIR, ((0, 1), (0, 2)))])        # two rows of one frame
-def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, first_piece):
+@pytest.mark.parametrize("batched", [0, 2 ** 40])  # one product per (tile element, tap), or batched per tap
+def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, first_piece, batched):
     monkeypatch.setattr(layers, "WINOGRAD_PIECE_BYTES", budget)
+    monkeypatch.setattr(layers, "WINOGRAD_BATCHED_BYTES", batched)
     assert layers._winograd_pieces(4, 5, 6, 5, budget)[0] == first_piece
     x, w, b = _conv_case(rng, (1, 5, 4, 5, 6), (4, 5, 3, 3, 3))
     ours = conv_shifted_matmul(Tensor(x), Tensor(w), Tensor(b), ((2, 0), (1, 1), (1, 1)), (1, 1, 1)).asnumpy()
