@@ -451,7 +451,14 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
         lines += ["## Memory (child processes, peak RSS)", "", "| measurement | value |", "|---|---|"]
         lines += [f"| {a} | {b} |" for a, b in memory]
         lines.append("")
-    lines += ["Raw numbers: `benchmark.json` in the run directory.", ""]
+    lines += ["## Notes", "",
+              "- The small checkpoint's tensors are too small for matmul speed to pay for MindSpore's per-operator "
+              "cost; the rows at CogVideoX's real widths show where real runs spend their time.",
+              "- MindSpore 2.10's own CPU convolution is not used: on AVX-512 machines its oneDNN call runs a reference "
+              "kernel (100-300x slower than PyTorch); see README, Performance.",
+              "- Peak-RSS growth includes MindSpore's eager-mode retention (~1 KB kept per matmul call, measured in "
+              "isolation), which grows with the number of decode chunks and tiles, not with tensor sizes.",
+              "", "Raw numbers: `benchmark.json` in the run directory.", ""]
     out.write_text("\n".join(lines))
     (run_dir / "benchmark.json").write_text(json.dumps({"rows": table.rows, "sweep": sweep_note,
                                                         "memory": memory}, indent=2))

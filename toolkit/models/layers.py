@@ -22,22 +22,6 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Dense:
     return nn.Dense(in_features, out_features, has_bias=bias)
 
 
-@functools.lru_cache(maxsize=256)
-def _constant(kind: str, *shape: int) -> Tensor:
-    """Small float32 constants the fast paths below use on every call, made once: MindSpore's eager mode
-    keeps ~1-2 KB per freshly created tensor, which adds up over the thousands of calls of a tiled decode.
-    ``eye`` (n, n); ``eyes`` (b, n, n); ``zeros`` any shape; ``average`` (m, 1) of 1/m."""
-    if kind == "eye":
-        return Tensor(np.eye(shape[0], dtype=np.float32))
-    if kind == "eyes":
-        return Tensor(np.broadcast_to(np.eye(shape[1], dtype=np.float32), shape).copy())
-    if kind == "zeros":
-        return Tensor(np.zeros(shape, np.float32))
-    if kind == "average":
-        return Tensor(np.full((shape[0], 1), 1.0 / shape[0], np.float32))
-    raise ValueError(f"_constant: unknown kind {kind!r}")
-
-
 class LayerNorm(nn.Cell):
     """torch.nn.LayerNorm over the last dimension; ``weight``/``bias`` names (MindSpore's own uses gamma/beta)."""
 
@@ -115,7 +99,7 @@ class GroupNorm(nn.Cell):
         per = c // g
         rows = x.reshape(1, b * c, -1, 1)  # every (sample, channel) a BatchNorm channel
         m = rows.shape[2] * per
-        average = _constant("average", m)
+        average = (ops.ones((m, 1), x.dtype) / m).astype(x.dtype)
         mean = ops.matmul(x.reshape(b * g, m), average).reshape(b * g, 1)
         unit = ops.tile(self.unit, (b,))
         zero = ops.tile(self.zero, (b,))
@@ -165,18 +149,20 @@ def channels_last_rows(x):
     zeros) and runs 4-8x faster than MindSpore's CPU transpose, whose strided copy moves ~1 GB/s.
     """
     b, c = x.shape[0], x.shape[1]
+    eye = ops.eye(c, c, x.dtype)
     if b == 1:
-        return _matmul_ta(x.reshape(c, -1), _constant("eye", c))
-    return _batch_matmul_ta(x.reshape(b, c, -1), _constant("eyes", b, c, c)).reshape(-1, c)
+        return _matmul_ta(x.reshape(c, -1), eye)
+    return _batch_matmul_ta(x.reshape(b, c, -1), ops.tile(eye.expand_dims(0), (b, 1, 1))).reshape(-1, c)
 
 
 def channels_first(rows, b: int, spatial: tuple):
     """(B * prod(spatial), C) rows -> (B, C, *spatial), contiguous; the inverse of ``channels_last_rows``."""
     c = rows.shape[-1]
+    eye = ops.eye(c, c, rows.dtype)
     if b == 1:
-        out = _matmul_tb(_constant("eye", c), rows)
+        out = _matmul_tb(eye, rows)
     else:
-        out = _batch_matmul_tb(_constant("eyes", b, c, c), rows.reshape(b, -1, c))
+        out = _batch_matmul_tb(ops.tile(eye.expand_dims(0), (b, 1, 1)), rows.reshape(b, -1, c))
     return out.reshape((b, c) + tuple(spatial))
 
 
@@ -300,18 +286,19 @@ def conv3x3_winograd(x, weight, bias, time_pad: tuple = (0, 0)):
     o = weight.shape[0]
     time_pad = tuple(time_pad)
     t_out = t + time_pad[0] + time_pad[1] - kt + 1
-    flat = ops.cat([channels_last_rows(x), _constant("zeros", 1, c)], 0)
+    flat = ops.cat([channels_last_rows(x), ops.zeros((1, c), x.dtype)], 0)
     kernels = _matmul_tb(_winograd_kernel_transform(kt), weight.reshape(o * c, kt * 9)).reshape(kt, 16, o, c)
     pieces = []
     for frames, rows in _winograd_pieces(t_out, h, w, max(c, o), WINOGRAD_PIECE_BYTES):
         source, tiles, computed, keep = _winograd_plan(t, h, w, kt, time_pad, frames, rows)
         tiles_in = ops.matmul(_WINO_IN, ops.gather(flat, source, 0).reshape(16, -1)).reshape(16, -1, c)
         # temporal tap dt reads the tiles dt frames later, a row range of every tile element
-        if kt == 1 or 64 * computed * c <= WINOGRAD_BATCHED_BYTES:
+        if kt == 1:  # all 16 tile elements in one batched product
+            products = _batch_matmul_tb(tiles_in, kernels.reshape(16, o, c))
+        elif 64 * computed * c <= WINOGRAD_BATCHED_BYTES:
             products = None  # small: the row ranges copied out by gathers, one batched product per tap
             for dt in range(kt):
-                taps = tiles_in if kt == 1 else ops.gather(tiles_in, _row_range(dt * tiles, computed), 1)
-                y = _batch_matmul_tb(taps, kernels[dt])
+                y = _batch_matmul_tb(ops.gather(tiles_in, _row_range(dt * tiles, computed), 1), kernels[dt])
                 products = y if products is None else products + y
         else:  # large: no copies, one product per (tile element, tap) on contiguous row slices
             per_element = []
@@ -364,7 +351,7 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
         return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
     source, offsets, n, keep, out_size = _conv_plan(b, spatial, kernel, tuple(padding), tuple(stride))
-    rows = ops.cat([channels_last_rows(x), _constant("zeros", 1, c)], 0)
+    rows = ops.cat([channels_last_rows(x), ops.zeros((1, c), x.dtype)], 0)
     xf = ops.gather(rows, source, 0)  # padded, channels-last, with a zero tail for the farthest tap
     wk = weight.transpose(tuple(range(2, nd + 2)) + (1, 0)).reshape(len(offsets), c, o)
     out = None
