@@ -67,9 +67,10 @@ class RMSNorm(nn.Cell):
 class GroupNorm(nn.Cell):
     """torch.nn.GroupNorm on (B, C, *spatial); ``weight``/``bias`` names.
 
-    Computed as group statistics by matrix-vector products plus MindSpore's inference BatchNorm kernel
-    for the per-channel normalise-and-affine, which is 2-4x faster than ``mint`` group_norm on the CPU
-    backend (whose broadcasting elementwise kernels are ~50x slower than same-shape ones). The variance
+    Inputs of ``fused_below`` values or more are computed as group statistics by matrix-vector products
+    plus MindSpore's inference BatchNorm kernel for the per-channel normalise-and-affine, 2-4x faster than
+    ``mint`` group_norm on the CPU backend (whose broadcasting elementwise kernels are ~50x slower than
+    same-shape ones); smaller ones use ``mint`` group_norm, which wins there. The variance
     is taken from centred values (no E[x^2] - E[x]^2 cancellation); the sums are BLAS dot products,
     accurate to ~1e-6 relative on a million values, where a plain fp32 reduction drifts to ~1e-5.
     """
@@ -119,27 +120,16 @@ def _per_channel(stat, b: int, g: int, per: int):
     return ops.broadcast_to(stat, (b * g, per)).reshape(b * g * per)
 
 
-def zero_pad(x, axis: int, lo: int, hi: int):
-    """Zeros before/after ``x`` along ``axis``, by concatenation: ``ops.pad`` is ~25x slower on
-    MindSpore's CPU backend (64 ms vs 2.3 ms for 20 MB)."""
-    if lo == 0 and hi == 0:
-        return x
-    parts = []
-    shape = list(x.shape)
-    if lo:
-        shape[axis] = lo
-        parts.append(ops.zeros(tuple(shape), x.dtype))
-    parts.append(x)
-    if hi:
-        shape[axis] = hi
-        parts.append(ops.zeros(tuple(shape), x.dtype))
-    return ops.cat(parts, axis)
-
-
 _matmul_ta = ops.MatMul(transpose_a=True)
 _matmul_tb = ops.MatMul(transpose_b=True)
 _batch_matmul_ta = ops.BatchMatMul(transpose_a=True)
 _batch_matmul_tb = ops.BatchMatMul(transpose_b=True)
+
+
+def _identity(b: int, c: int, dtype):
+    """The (c, c) identity, or b copies of it (batched products on CPU do not broadcast)."""
+    eye = ops.eye(c, c, dtype)
+    return eye if b == 1 else ops.tile(eye.expand_dims(0), (b, 1, 1))
 
 
 def channels_last_rows(x):
@@ -149,20 +139,23 @@ def channels_last_rows(x):
     zeros) and runs 4-8x faster than MindSpore's CPU transpose, whose strided copy moves ~1 GB/s.
     """
     b, c = x.shape[0], x.shape[1]
-    eye = ops.eye(c, c, x.dtype)
     if b == 1:
-        return _matmul_ta(x.reshape(c, -1), eye)
-    return _batch_matmul_ta(x.reshape(b, c, -1), ops.tile(eye.expand_dims(0), (b, 1, 1))).reshape(-1, c)
+        return _matmul_ta(x.reshape(c, -1), _identity(1, c, x.dtype))
+    return _batch_matmul_ta(x.reshape(b, c, -1), _identity(b, c, x.dtype)).reshape(-1, c)
+
+
+def _rows_and_zero(x):
+    """``channels_last_rows(x)`` followed by one zero row: the row every padding position gathers."""
+    return ops.cat([channels_last_rows(x), ops.zeros((1, x.shape[1]), x.dtype)], 0)
 
 
 def channels_first(rows, b: int, spatial: tuple):
     """(B * prod(spatial), C) rows -> (B, C, *spatial), contiguous; the inverse of ``channels_last_rows``."""
     c = rows.shape[-1]
-    eye = ops.eye(c, c, rows.dtype)
     if b == 1:
-        out = _matmul_tb(eye, rows)
+        out = _matmul_tb(_identity(1, c, rows.dtype), rows)
     else:
-        out = _batch_matmul_tb(ops.tile(eye.expand_dims(0), (b, 1, 1)), rows.reshape(b, -1, c))
+        out = _batch_matmul_tb(_identity(b, c, rows.dtype), rows.reshape(b, -1, c))
     return out.reshape((b, c) + tuple(spatial))
 
 
@@ -277,17 +270,27 @@ def conv3x3_winograd(x, weight, bias, time_pad: tuple = (0, 0)):
     Agrees with the direct convolution to ~1e-6 relative.
     """
     planar = x.ndim == 4
-    if not planar and x.shape[0] > 1:  # samples one at a time: temporal taps must not cross samples
-        return ops.cat([conv3x3_winograd(x[i:i + 1], weight, bias, time_pad) for i in range(x.shape[0])], 0)
-    if planar:
-        (t, c, h, w), kt = x.shape, 1
-    else:
-        (_, c, t, h, w), kt = x.shape, weight.shape[2]
-    o = weight.shape[0]
-    time_pad = tuple(time_pad)
-    t_out = t + time_pad[0] + time_pad[1] - kt + 1
-    flat = ops.cat([channels_last_rows(x), ops.zeros((1, c), x.dtype)], 0)
+    o, kt = weight.shape[0], 1 if planar else weight.shape[2]
+    c = x.shape[1]
     kernels = _matmul_tb(_winograd_kernel_transform(kt), weight.reshape(o * c, kt * 9)).reshape(kt, 16, o, c)
+    if planar:  # the batch is the frames of one sample
+        return _winograd_sample(x, kernels, bias, (0, 0))
+    # samples one at a time: temporal taps must not cross samples
+    outs = [_winograd_sample(x[i:i + 1], kernels, bias, tuple(time_pad)) for i in range(x.shape[0])]
+    return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
+
+
+def _winograd_sample(x, kernels, bias, time_pad: tuple):
+    """``conv3x3_winograd`` of one sample (C, T, H, W) as (1, C, T, H, W), or of a 2-D batch (T, C, H, W),
+    with the kernels already in the Winograd domain, (kt, 16, O, C)."""
+    planar = x.ndim == 4
+    kt, _, o, c = kernels.shape
+    if planar:
+        t, _, h, w = x.shape
+    else:
+        _, _, t, h, w = x.shape
+    t_out = t + time_pad[0] + time_pad[1] - kt + 1
+    flat = _rows_and_zero(x)
     pieces = []
     for frames, rows in _winograd_pieces(t_out, h, w, max(c, o), WINOGRAD_PIECE_BYTES):
         source, tiles, computed, keep = _winograd_plan(t, h, w, kt, time_pad, frames, rows)
@@ -351,8 +354,7 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
         return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
     source, offsets, n, keep, out_size = _conv_plan(b, spatial, kernel, tuple(padding), tuple(stride))
-    rows = ops.cat([channels_last_rows(x), ops.zeros((1, c), x.dtype)], 0)
-    xf = ops.gather(rows, source, 0)  # padded, channels-last, with a zero tail for the farthest tap
+    xf = ops.gather(_rows_and_zero(x), source, 0)  # padded, channels-last, with a zero tail for the farthest tap
     wk = weight.transpose(tuple(range(2, nd + 2)) + (1, 0)).reshape(len(offsets), c, o)
     out = None
     for t, offset in enumerate(offsets):
