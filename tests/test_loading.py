@@ -69,6 +69,24 @@ def test_variant_selects_the_variant_file_and_plain_selects_the_plain_one(tmp_pa
                                atol=1e-3)  # fp16 storage rounding
 
 
+@pytest.mark.parametrize("stored", ["bfloat16", "float16"])
+def test_half_precision_shards_load_as_float32_with_the_values_torch_upcasts_to(stored, tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+
+    state = {k: torch.from_numpy(v * 3 - 1).to(getattr(torch, stored)) for k, v in toy_state(seed=3).items()}
+    names = sorted(state)
+    save_torch({k: state[k] for k in names[:2]}, str(tmp_path / "m-00001-of-00002.safetensors"))
+    save_torch({k: state[k] for k in names[2:]}, str(tmp_path / "m-00002-of-00002.safetensors"))
+    index = {"weight_map": {k: f"m-0000{1 + (i >= 2)}-of-00002.safetensors" for i, k in enumerate(names)}}
+    write(tmp_path, {"m.safetensors.index.json": index})
+    net, _ = loading.build_and_load(Toy, tmp_path)
+    got = dict(net.parameters_and_names())
+    for k in names:
+        assert got[k].dtype == loading.ms.float32
+        np.testing.assert_array_equal(got[k].asnumpy(), state[k].float().numpy(), err_msg=k)
+
+
 def test_sharded_variant_naming_is_recognised(tmp_path):
     state = toy_state()
     index = {"weight_map": {k: "model.fp16-00001-of-00001.safetensors" for k in state}}
@@ -160,3 +178,11 @@ def test_hub_fetch_without_variant_skips_variant_duplicates():
     assert fetched("transformer/diffusion_pytorch_model-00001-of-00003.safetensors")
     assert not fetched("transformer/diffusion_pytorch_model.fp16.safetensors")
     assert not fetched("text_encoder/model.bf16-00001-of-00002.safetensors")
+
+
+@pytest.mark.parametrize("asked", ["float16", "bfloat16"])
+def test_half_precision_is_computed_in_float32_on_cpu_and_recorded_so(asked):
+    from toolkit import runner
+
+    assert runner.compute_dtype(asked) == (loading.ms.float32, "float32")
+    assert runner.compute_dtype("float32") == (loading.ms.float32, "float32")
