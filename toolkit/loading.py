@@ -3,8 +3,10 @@ one sub-folder per component holding config.json and safetensors weights (single
 ``*.safetensors.index*.json``, or ``variant`` files such as ``x.fp16.safetensors`` and
 ``x.fp16-00001-of-00002.safetensors``).
 
-Weights are read with MindSpore's memory-mapped safetensors reader and copied into a network that
-was built under ``no_init_parameters`` (one copy of the weights in memory). Every parameter must be
+The network is built under ``no_init_parameters``. Weights already in the compute dtype are taken from
+MindSpore's memory-mapped safetensors reader (the parameters share the mapped data: one copy in memory);
+weights stored in another dtype (fp16/bf16 files computed in float32) are read tensor by tensor and
+converted, so the peak stays at the converted weights plus one tensor. Every parameter must be
 found with its exact shape; missing, unexpected or mis-shaped keys raise an error that lists them.
 Pickle formats are refused: loading them can execute code.
 """
