@@ -240,42 +240,127 @@ def in_child(target, *args):
     return value
 
 
-def unet_steps(table: Table, run_dir: Path, repeats: int) -> None:
-    """One CFG-batch denoiser step of the UNet families, on the test suite's tiny checkpoints (written by
-    diffusers): AnimateDiff's motion UNet and SVD's spatio-temporal UNet."""
+def animatediff_rows(table: Table, run_dir: Path, repeats: int, steps: int) -> None:
+    """AnimateDiff on the test suite's tiny checkpoint (an SD-format folder + a MotionAdapter, written by
+    diffusers): load, text encoding, one CFG-batch motion-UNet step, the sampling loop, the VAE decode."""
     import mindspore as ms
     import numpy as np
     import torch
+    from diffusers import AnimateDiffPipeline, MotionAdapter
 
     from tests.reference import animatediff as ad
-    from tests.reference import svd as svd_ref
-    from toolkit.models.animatediff.unet_motion import load_motion_unet
-    from toolkit.pipelines import svd
+    from toolkit.pipelines import animatediff
+    from toolkit.pipelines.common import Timer
+
+    base, adapter = run_dir / "animatediff" / "sd", run_dir / "animatediff" / "adapter"
+    pipe = ad.build(base, adapter)
+    name = f"AnimateDiff (tiny, {ad.NUM_FRAMES} frames at {ad.WIDTH}x{ad.HEIGHT})"
+    table.add(f"{name}: load (all components)", *interleaved(
+        lambda: animatediff.load(base, motion_adapter=adapter),
+        lambda: AnimateDiffPipeline.from_pretrained(str(base), motion_adapter=MotionAdapter.from_pretrained(
+            str(adapter))), repeats))
+    model = animatediff.load(base, motion_adapter=adapter)
+    prompt = "a cat walks on the grass"
+    r = animatediff.check_request({"prompt": prompt, "negative_prompt": "", "num_frames": ad.NUM_FRAMES,
+                                   "height": ad.HEIGHT, "width": ad.WIDTH, "num_inference_steps": steps,
+                                   "guidance_scale": 7.5}, model.configs)
+
+    def ours_text():
+        model.embed_cache.clear()
+        return animatediff.encode(model, r)
+    table.add(f"{name}: text encoding (prompt + negative)",
+              *interleaved(ours_text, lambda: pipe.encode_prompt(prompt, "cpu", 1, True, ""), repeats))
 
     rng = np.random.default_rng(0)
-    pipe = ad.build(run_dir / "animatediff" / "sd", run_dir / "animatediff" / "adapter")
-    net, _ = load_motion_unet(run_dir / "animatediff" / "sd" / "unet", run_dir / "animatediff" / "adapter")
-    fwd = ms.jit(net.construct)
-    x = rng.standard_normal((2, 4, ad.NUM_FRAMES, ad.HEIGHT // 8, ad.WIDTH // 8)).astype(np.float32)
-    ctx = rng.standard_normal((2, 77, pipe.unet.config.cross_attention_dim)).astype(np.float32)
-    args = (ms.Tensor(x), ms.Tensor(np.array([500.0, 500.0], np.float32)), ms.Tensor(ctx))
+    x = rng.standard_normal(ad.latent_shape(pipe)).astype(np.float32)
+    cond, uncond = animatediff.encode(model, r)
+    ctx = np.concatenate([uncond, cond])
+    args = (ms.Tensor(np.concatenate([x, x])), ms.Tensor(np.array([500.0, 500.0], np.float32)), ms.Tensor(ctx))
     # diffusers' motion UNet takes the text states repeated per frame, as AnimateDiffPipeline passes them
-    tx, tc, tt = torch.from_numpy(x), torch.from_numpy(np.repeat(ctx, ad.NUM_FRAMES, 0)), torch.tensor(500)
-    table.add(f"AnimateDiff motion UNet step (tiny, {ad.NUM_FRAMES} frames)",
-              *interleaved(lambda: fwd(*args).asnumpy(), lambda: pipe.unet(tx, tt, encoder_hidden_states=tc).sample,
-                           repeats))
+    tx = torch.from_numpy(np.concatenate([x, x]))
+    tc, tt = torch.from_numpy(np.repeat(ctx, ad.NUM_FRAMES, 0)), torch.tensor(500)
+    table.add(f"{name}: denoiser step (CFG batch 2)", *interleaved(
+        lambda: model.forward(*args).asnumpy(), lambda: pipe.unet(tx, tt, encoder_hidden_states=tc).sample, repeats))
 
-    svd_pipe = svd_ref.build(run_dir / "svd_pipe")
-    model = svd.load(run_dir / "svd_pipe", jit=True)
-    f, c = svd_ref.NUM_FRAMES, svd_pipe.unet.config.in_channels
-    x = rng.standard_normal((2, f, c, svd_ref.HEIGHT // 8, svd_ref.WIDTH // 8)).astype(np.float32)
-    emb = rng.standard_normal((2, 1, svd_pipe.unet.config.cross_attention_dim)).astype(np.float32)
+    def ours_loop():
+        t = Timer()
+        animatediff.generate(model, {**r, "latents": x}, np.random.default_rng(0), timer=t, progress=False)
+        return t.seconds["denoise"]
+    ours_loop()
+    loops = [(ours_loop(), timed(lambda: pipe(prompt=prompt, negative_prompt="", num_frames=ad.NUM_FRAMES,
+                                               height=ad.HEIGHT, width=ad.WIDTH, num_inference_steps=steps,
+                                               guidance_scale=7.5, latents=torch.from_numpy(x),
+                                               output_type="latent"))) for _ in range(repeats)]
+    table.add(f"{name}: sampling loop ({steps} steps)", *map(list, zip(*loops)),
+              "reference time includes its text encoding (measured above)")
+    zt = torch.from_numpy(x)
+    table.add(f"{name}: VAE decode", *interleaved(
+        lambda: animatediff.decode(model, x, 16, {"enabled": False}), lambda: pipe.decode_latents(zt, 16), repeats))
+
+
+def svd_rows(table: Table, run_dir: Path, repeats: int, steps: int) -> None:
+    """Stable Video Diffusion on the test suite's tiny checkpoint (written by diffusers): load, image encoding
+    (CLIP image embedding + VAE encode of the conditioning image), one CFG-batch UNet step, the sampling loop,
+    the temporal VAE decode."""
+    import mindspore as ms
+    import numpy as np
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+    from PIL import Image
+
+    from tests.reference import svd as svd_ref
+    from toolkit.pipelines import svd
+    from toolkit.pipelines.common import Timer
+
+    folder = run_dir / "svd_pipe"
+    pipe = svd_ref.build(folder)
+    name = f"SVD (tiny, {svd_ref.NUM_FRAMES} frames at {svd_ref.WIDTH}x{svd_ref.HEIGHT})"
+    table.add(f"{name}: load (all components)", *interleaved(
+        lambda: svd.load(folder), lambda: StableVideoDiffusionPipeline.from_pretrained(str(folder)), repeats))
+    model = svd.load(folder)
+    rng = np.random.default_rng(0)
+    image = (rng.random((svd_ref.HEIGHT, svd_ref.WIDTH, 3)) * 255).astype(np.uint8)
+    r = svd.check_request({"image": image, "height": svd_ref.HEIGHT, "width": svd_ref.WIDTH,
+                           "num_frames": svd_ref.NUM_FRAMES, "num_inference_steps": steps, "fps": 7,
+                           "motion_bucket_id": 127, "noise_aug_strength": 0.02}, model.configs)
+    clip, pixels = r["clip_pixels"], r["image_pixels"][None]
+    tclip, tpix = torch.from_numpy(clip), torch.from_numpy(pixels)
+
+    def ours_image():
+        model.embed_cache.clear()
+        return svd.encode_image(model, clip, 1), svd.image_latents(model, pixels, 1, svd_ref.NUM_FRAMES)
+    table.add(f"{name}: image encoding (CLIP embedding + VAE encode)", *interleaved(
+        ours_image, lambda: (pipe.image_encoder(tclip).image_embeds, pipe.vae.encode(tpix).latent_dist.mode()),
+        repeats))
+
+    latents = rng.standard_normal(svd_ref.latent_shape(pipe)).astype(np.float32)
+    f, c, h, w = latents.shape[1], pipe.unet.config.in_channels, *latents.shape[3:]
+    x = rng.standard_normal((2, f, c, h, w)).astype(np.float32)  # [noisy | image] latents on channels
+    emb = rng.standard_normal((2, 1, pipe.unet.config.cross_attention_dim)).astype(np.float32)
     ids = np.array([[6.0, 127.0, 0.02]] * 2, np.float32)
     args = (ms.Tensor(x), ms.Tensor(np.array([0.5, 0.5], np.float32)), ms.Tensor(emb), ms.Tensor(ids))
     tx, te, ti, tt = (torch.from_numpy(a) for a in (x, emb, ids, np.array([0.5, 0.5], np.float32)))
-    table.add(f"SVD spatio-temporal UNet step (tiny, {f} frames)",
-              *interleaved(lambda: model.forward(*args).asnumpy(),
-                           lambda: svd_pipe.unet(tx, tt, encoder_hidden_states=te, added_time_ids=ti).sample, repeats))
+    table.add(f"{name}: denoiser step (CFG batch 2)", *interleaved(
+        lambda: model.forward(*args).asnumpy(),
+        lambda: pipe.unet(tx, tt, encoder_hidden_states=te, added_time_ids=ti).sample, repeats))
+
+    def ours_loop():
+        t = Timer()
+        svd.generate(model, {**r, "latents": latents}, np.random.default_rng(0), timer=t, progress=False)
+        return t.seconds["denoise"]
+
+    def ref_loop():
+        with svd_ref.numpy_noise(0):
+            pipe(image=Image.fromarray(image), height=svd_ref.HEIGHT, width=svd_ref.WIDTH,
+                 num_frames=f, num_inference_steps=steps, fps=7, motion_bucket_id=127, noise_aug_strength=0.02,
+                 latents=torch.from_numpy(latents), output_type="latent")
+    ours_loop()
+    loops = [(ours_loop(), timed(ref_loop)) for _ in range(repeats)]
+    table.add(f"{name}: sampling loop ({steps} steps)", *map(list, zip(*loops)),
+              "reference time includes its image encoding (measured above)")
+    zt = torch.from_numpy(latents)
+    table.add(f"{name}: VAE decode (temporal decoder, all frames in one chunk)", *interleaved(
+        lambda: svd.decode(model, latents, f), lambda: pipe.decode_latents(zt, f, f), repeats))
 
 
 def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
@@ -405,7 +490,8 @@ def main(c: DictConfig) -> None:
                                                               lambda: pipe.vae.decode(zt).sample, R))
     pipe.vae.disable_tiling()
 
-    unet_steps(table, run_dir, R)
+    animatediff_rows(table, run_dir, R, cfg["num_inference_steps"])
+    svd_rows(table, run_dir, R, cfg["num_inference_steps"])
     if cfg["wide"]["enabled"]:
         wide_rows(table, cfg, run_dir)
 

@@ -1,7 +1,7 @@
 """The shared fast paths of toolkit/models/layers.py against PyTorch's own operators.
 
-Convolutions take one of three routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, shifted
-row products for the rest); group norm and nearest resizing are built from matmuls, gathers and the
+Convolutions take one of four routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, one product of
+gathered patches for strided ones, shifted row products for the rest); group norm and nearest resizing are built from matmuls, gathers and the
 inference BatchNorm kernel. Each route is checked on the geometries the networks use, including the
 awkward ones (odd sizes, batches, temporal padding, strides, a large mean).
 """
@@ -46,6 +46,24 @@ def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
     else:
         xt = F.pad(xt, (padding[2][0], padding[2][1], padding[1][0], padding[1][1], padding[0][0], padding[0][1]))
         ref = F.conv3d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=stride)
+    assert ours.shape == tuple(ref.shape)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding, stride", [
+    ((2, 3, 9, 8), (5, 3, 3, 3), ((0, 1), (0, 1)), (2, 2)),       # a 2x downsampler, padded on one side
+    ((1, 3, 10, 9), (4, 3, 4, 4), ((0, 0), (0, 0)), (4, 4)),      # a patch embedding; the remainder is dropped
+    ((1, 2, 5, 6, 6), (3, 2, 3, 3, 3), ((2, 0), (1, 1), (1, 1)), (1, 2, 2)),  # spatial stride, causal time pad
+])
+@pytest.mark.parametrize("budget", [0, layers.PATCHES_MAX_BYTES])  # shifted rows, gathered patches
+def test_strided_convolution_matches_torch_by_both_routes(rng, monkeypatch, x_shape, w_shape, padding, stride,
+                                                          budget):
+    monkeypatch.setattr(layers, "PATCHES_MAX_BYTES", budget)
+    x, w, b = _conv_case(rng, x_shape, w_shape)
+    ours = conv_shifted_matmul(Tensor(x), Tensor(w), Tensor(b), padding, stride).asnumpy()
+    conv = F.conv2d if len(x_shape) == 4 else F.conv3d
+    flat = tuple(p for pair in reversed(padding) for p in pair)
+    ref = conv(F.pad(torch.from_numpy(x), flat), torch.from_numpy(w), torch.from_numpy(b), stride=stride)
     assert ours.shape == tuple(ref.shape)
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 

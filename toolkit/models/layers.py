@@ -191,6 +191,46 @@ def _conv_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tu
             out_size)
 
 
+# a strided convolution's gathered patches above this many bytes fall back to shifted row products
+PATCHES_MAX_BYTES = 2 ** 28
+
+
+@functools.lru_cache(maxsize=512)
+def _patch_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tuple):
+    """For every output position (in (sample, *position) order) the input row under each kernel tap (in
+    (*tap) order), as one flat index into the channels-last rows plus a zero row; and the output size."""
+    nd = len(spatial)
+    padded = tuple(spatial[d] + padding[d][0] + padding[d][1] for d in range(nd))
+    out_size = tuple((padded[d] - kernel[d]) // stride[d] + 1 for d in range(nd))
+    inputs = b * int(np.prod(spatial))
+    grid = np.full((b,) + padded, inputs, np.int64)  # row `inputs` is the appended zero row
+    inner = (slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, spatial))
+    grid[inner] = np.arange(inputs).reshape((b,) + tuple(spatial))
+    starts = np.ix_(*[np.arange(out_size[d]) * stride[d] for d in range(nd)])
+    taps = [grid[(slice(None),) + tuple(s + t for s, t in zip(starts, tap))].reshape(b, -1)
+            for tap in np.ndindex(*kernel)]
+    return Tensor(np.stack(taps, -1).reshape(-1).astype(np.int32)), out_size
+
+
+def conv_gathered_patches(x, weight, bias, padding: tuple, stride: tuple):
+    """A convolution as one product of gathered patches: every output position's receptive field is
+    gathered (channels-last rows, a zero row for padding) into a (positions, taps * C) matrix, then
+    multiplied by the kernels as (taps * C, O). For strided convolutions (patch embeddings, 2x downsamplers)
+    this computes only the outputs, where shifted row products compute every input position and drop
+    most (a 14x14 stride-14 patch embedding: 196 products over all 50k pixels instead of one product
+    over 256 patches)."""
+    nd = len(stride)
+    b, c, o = x.shape[0], x.shape[1], weight.shape[0]
+    kernel = tuple(weight.shape[2:])
+    index, out_size = _patch_plan(b, tuple(x.shape[2:]), kernel, tuple(padding), tuple(stride))
+    cols = ops.gather(_rows_and_zero(x), index, 0).reshape(-1, len(index) // (b * int(np.prod(out_size))) * c)
+    kernels = weight.transpose((0,) + tuple(range(2, nd + 2)) + (1,)).reshape(o, -1)  # (O, taps * C)
+    out = _matmul_tb(cols, kernels)
+    if bias is not None:
+        out = ops.bias_add(out, bias)
+    return channels_first(out, b, out_size)
+
+
 # Winograd F(2x2, 3x3) (Lavin & Gray, https://arxiv.org/abs/1509.09308): a 2x2 output tile of a 3x3 conv
 # from a 4x4 input tile with 16 products instead of 36. In Kronecker form on row-major flattened tiles:
 # input transform kron(Bt, Bt) (16x16), kernel transform kron(G, G) (16x9), output transform kron(At, At) (4x16).
@@ -353,6 +393,11 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
         return out.reshape((b, o) + spatial)
     if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
         return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
+    if any(st > 1 for st in stride):
+        taps = int(np.prod(kernel))
+        positions = b * int(np.prod([(spatial[d] + sum(padding[d]) - kernel[d]) // stride[d] + 1 for d in range(nd)]))
+        if positions * taps * c * 4 <= PATCHES_MAX_BYTES:
+            return conv_gathered_patches(x, weight, bias, padding, stride)
     source, offsets, n, keep, out_size = _conv_plan(b, spatial, kernel, tuple(padding), tuple(stride))
     xf = ops.gather(_rows_and_zero(x), source, 0)  # padded, channels-last, with a zero tail for the farthest tap
     wk = weight.transpose(tuple(range(2, nd + 2)) + (1, 0)).reshape(len(offsets), c, o)
