@@ -1,7 +1,8 @@
 """The shared fast paths of toolkit/models/layers.py against PyTorch's own operators.
 
-Convolutions take one of four routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, one product of
-gathered patches for strided ones, shifted row products for the rest); group norm and nearest resizing are built from matmuls, gathers and the
+Convolutions take one of five routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, one product of
+gathered patches for strided ones, frame-major batched products for temporal-only kernels, shifted row products
+for the rest); group norm and nearest resizing are built from matmuls, gathers and the
 inference BatchNorm kernel. Each route is checked on the geometries the networks use, including the
 awkward ones (odd sizes, batches, temporal padding, strides, a large mean).
 """
@@ -33,7 +34,9 @@ def _conv_case(rng, x_shape, w_shape):
     ((1, 4, 3, 6, 5), (3, 4, 1, 3, 3), ((0, 0), (1, 1), (1, 1)), (1, 1, 1)),  # Winograd, one-frame kernel
     ((2, 3, 9, 8), (5, 3, 3, 3), ((0, 1), (0, 1)), (2, 2)),                 # shifted rows, stride 2, one-sided
     ((2, 3, 8, 8), (5, 3, 2, 2), ((0, 0), (0, 0)), (2, 2)),                 # shifted rows, patchify
-    ((1, 3, 4, 5, 6), (2, 3, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # shifted rows, temporal only
+    ((1, 3, 4, 5, 6), (2, 3, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only, frame-major
+    ((2, 3, 5, 2, 3), (4, 3, 3, 1, 1), ((2, 0), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only, batch, causal
+    ((1, 3, 4, 5, 6), (2, 3, 3, 1, 2), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # shifted rows
     ((2, 6, 4, 5), (7, 6, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise
 ])
 def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
@@ -84,7 +87,9 @@ def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, first_piece, 
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 
 
-def test_channels_last_rows_and_back_are_exact(rng):
+@pytest.mark.parametrize("route", ["identity product", "gather"])
+def test_channels_last_rows_and_back_are_exact(rng, monkeypatch, route):
+    monkeypatch.setattr(layers, "GATHER_LAYOUT_CHANNELS", 5 if route == "gather" else 10 ** 9)
     x = rng.standard_normal((3, 5, 4, 6)).astype(np.float32)
     rows = channels_last_rows(Tensor(x)).asnumpy()
     np.testing.assert_array_equal(rows, x.transpose(0, 2, 3, 1).reshape(-1, 5))
@@ -111,3 +116,16 @@ def test_resize_nearest_matches_torch_interpolate(rng, shape, size):
     x = rng.standard_normal(shape).astype(np.float32)
     ref = F.interpolate(torch.from_numpy(x), size=size, mode="nearest").numpy()
     np.testing.assert_array_equal(resize_nearest(Tensor(x), size).asnumpy(), ref)
+
+
+def test_swap_middle_axes_is_an_exact_transpose(rng):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    got = layers.swap_middle_axes(Tensor(x), 2, 3, 4).asnumpy()
+    np.testing.assert_array_equal(got, x.transpose(0, 2, 1, 3))
+
+
+def test_channel_bias_is_added_per_sample_and_channel(rng):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    bias = rng.standard_normal((2, 3)).astype(np.float32)
+    got = layers.add_channel_bias(Tensor(x), Tensor(bias)).asnumpy()
+    np.testing.assert_array_equal(got, x + bias[:, :, None, None])

@@ -28,8 +28,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.layers import (Attention, Conv2d, FeedForward, GroupNorm, LayerNorm, TimestepEmbedding, linear,
-                                   resize_nearest, scaled_dot_product_attention, silu,
+from toolkit.models.layers import (Attention, Conv2d, FeedForward, GroupNorm, LayerNorm, TimestepEmbedding,
+                                   add_channel_bias, linear, resize_nearest, scaled_dot_product_attention, silu,
                                    sinusoidal_timestep_embedding)
 
 __all__ = [
@@ -108,12 +108,12 @@ class ResnetBlock2D(nn.Cell):
         if self.time_emb_proj is not None and temb is not None:
             if not self.skip_time_act:
                 temb = self.act(temb)
-            temb = self.time_emb_proj(temb)[:, :, None, None]
+            temb = self.time_emb_proj(temb)
             if self.time_embedding_norm == "scale_shift":
-                scale, shift = ops.chunk(temb, 2, 1)
+                scale, shift = ops.chunk(temb[:, :, None, None], 2, 1)
                 h = self.norm2(h) * (1 + scale) + shift
             else:
-                h = self.norm2(h + temb)
+                h = self.norm2(add_channel_bias(h, temb))
         else:
             h = self.norm2(h)
         h = self.conv2(self.act(h))

@@ -24,9 +24,11 @@ from toolkit.models.layers import (
     GroupNorm,
     LayerNorm,
     TimestepEmbedding,
+    add_channel_bias,
     linear,
     scaled_dot_product_attention,
     silu,
+    swap_middle_axes,
 )
 from toolkit.models.unet_blocks import BasicTransformerBlock, ResnetBlock2D, Timesteps
 
@@ -74,7 +76,7 @@ class TemporalResnetBlock(nn.Cell):
         h = self.conv1(silu(self.norm1(input_tensor)))
         if self.time_emb_proj is not None:
             temb = self.time_emb_proj(silu(temb))  # (B, F, C)
-            h = h + temb.transpose(0, 2, 1)[:, :, :, None, None]
+            h = add_channel_bias(h, temb.transpose(0, 2, 1))  # per (sample, channel, frame)
         h = self.conv2(silu(self.norm2(h)))
         if self.conv_shortcut is not None:
             input_tensor = self.conv_shortcut(input_tensor)
@@ -84,13 +86,13 @@ class TemporalResnetBlock(nn.Cell):
 def fold_frames(x, num_frames: int):
     """(B*F, C, H, W) -> (B, C, F, H, W)."""
     bf, c, h, w = x.shape
-    return x.reshape(bf // num_frames, num_frames, c, h, w).transpose(0, 2, 1, 3, 4)
+    return swap_middle_axes(x, bf // num_frames, num_frames, c).reshape(bf // num_frames, c, num_frames, h, w)
 
 
 def unfold_frames(x):
     """(B, C, F, H, W) -> (B*F, C, H, W)."""
     b, c, f, h, w = x.shape
-    return x.transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    return swap_middle_axes(x, b, c, f).reshape(b * f, c, h, w)
 
 
 class SpatioTemporalResBlock(nn.Cell):
@@ -150,7 +152,7 @@ class TemporalBasicTransformerBlock(nn.Cell):
     def construct(self, hidden_states, num_frames: int, encoder_hidden_states=None):
         bf, s, c = hidden_states.shape
         b = bf // num_frames
-        x = hidden_states.reshape(b, num_frames, s, c).transpose(0, 2, 1, 3).reshape(b * s, num_frames, c)
+        x = swap_middle_axes(hidden_states, b, num_frames, s).reshape(b * s, num_frames, c)
         h = self.ff_in(self.norm_in(x))
         if self.is_res:
             h = h + x
@@ -165,7 +167,7 @@ class TemporalBasicTransformerBlock(nn.Cell):
         if self.is_res:
             out = out + h
         c = out.shape[-1]
-        return out.reshape(b, s, num_frames, c).transpose(0, 2, 1, 3).reshape(b * num_frames, s, c)
+        return swap_middle_axes(out, b, s, num_frames).reshape(b * num_frames, s, c)
 
 
 class TransformerSpatioTemporalModel(nn.Cell):
