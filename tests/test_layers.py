@@ -118,6 +118,12 @@ def test_resize_nearest_matches_torch_interpolate(rng, shape, size):
     np.testing.assert_array_equal(resize_nearest(Tensor(x), size).asnumpy(), ref)
 
 
+@pytest.mark.parametrize("perm", [(0, 3, 4, 2, 1), (0, 3, 4, 1, 2), (1, 0, 2, 3, 4), (0, 1, 2, 3, 4)])
+def test_permute_is_an_exact_transpose(rng, perm):
+    x = rng.standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(layers.permute(Tensor(x), perm).asnumpy(), x.transpose(perm))
+
+
 def test_swap_middle_axes_is_an_exact_transpose(rng):
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     got = layers.swap_middle_axes(Tensor(x), 2, 3, 4).asnumpy()

@@ -29,8 +29,8 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
 from toolkit.models.layers import (Attention, Conv2d, FeedForward, GroupNorm, LayerNorm, TimestepEmbedding,
-                                   add_channel_bias, linear, resize_nearest, scaled_dot_product_attention, silu,
-                                   sinusoidal_timestep_embedding)
+                                   add_channel_bias, channels_first, channels_last_rows, linear, resize_nearest,
+                                   scaled_dot_product_attention, silu, sinusoidal_timestep_embedding)
 
 __all__ = [
     "ResnetBlock2D", "Downsample2D", "Upsample2D", "Timesteps", "TimestepEmbedding", "SinusoidalPositionalEmbedding",
@@ -237,10 +237,10 @@ class GroupNormAttention(Attention):
     def construct(self, hidden_states):
         b, c, h, w = hidden_states.shape
         x = hidden_states if self.group_norm is None else self.group_norm(hidden_states)
-        x = x.reshape(b, c, h * w).swapaxes(1, 2)
+        x = channels_last_rows(x).reshape(b, h * w, c)
         q, k, v = self.project_qkv(x)
         out = self.project_out(scaled_dot_product_attention(q, k, v))
-        out = out.swapaxes(1, 2).reshape(b, -1, h, w)
+        out = channels_first(out.reshape(b * h * w, -1), b, (h, w))
         if self.residual_connection:
             out = out + hidden_states
         if self.rescale_output_factor != 1.0:
@@ -359,14 +359,14 @@ class Transformer2DModel(ModelMixin):
         x = self.norm(hidden_states)
         if not self.use_linear_projection:
             x = self.proj_in(x)
-        x = x.transpose(0, 2, 3, 1).reshape(b, h * w, x.shape[1])
+        x = channels_last_rows(x).reshape(b, h * w, x.shape[1])
         if self.use_linear_projection:
             x = self.proj_in(x)
         for block in self.transformer_blocks:
             x = block(x, encoder_hidden_states)
         if self.use_linear_projection:
             x = self.proj_out(x)
-        x = x.reshape(b, h, w, x.shape[-1]).transpose(0, 3, 1, 2)
+        x = channels_first(x.reshape(b * h * w, -1), b, (h, w))
         if not self.use_linear_projection:
             x = self.proj_out(x)
         return x + residual

@@ -15,7 +15,7 @@ from __future__ import annotations
 from mindspore import nn
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.layers import GroupNorm, linear
+from toolkit.models.layers import GroupNorm, linear, permute, swap_middle_axes
 from toolkit.models.unet_blocks import BasicTransformerBlock
 
 
@@ -62,14 +62,14 @@ class AnimateDiffTransformer3D(nn.Cell):
     def construct(self, hidden_states, num_frames: int, encoder_hidden_states=None):
         bf, c, h, w = hidden_states.shape
         b = bf // num_frames
-        x = hidden_states.reshape(b, num_frames, c, h, w).transpose(0, 2, 1, 3, 4)  # (B, C, F, H, W)
+        x = swap_middle_axes(hidden_states, b, num_frames, c).reshape(b, c, num_frames, h, w)  # (B, C, F, H, W)
         x = self.norm(x)
-        x = x.transpose(0, 3, 4, 2, 1).reshape(b * h * w, num_frames, c)  # one frame sequence per position
+        x = permute(x, (0, 3, 4, 2, 1)).reshape(b * h * w, num_frames, c)  # one frame sequence per position
         x = self.proj_in(x)
         for block in self.transformer_blocks:
             x = block(x, encoder_hidden_states)
         x = self.proj_out(x)
-        x = x.reshape(b, h, w, num_frames, c).transpose(0, 3, 4, 1, 2).reshape(bf, c, h, w)
+        x = permute(x.reshape(b, h, w, num_frames, c), (0, 3, 4, 1, 2)).reshape(bf, c, h, w)
         return x + hidden_states
 
 

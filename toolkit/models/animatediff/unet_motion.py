@@ -25,7 +25,7 @@ from mindspore import nn, ops
 
 from toolkit.models.animatediff.motion import motion_modules
 from toolkit.models.base import ModelMixin
-from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding
+from toolkit.models.layers import Conv2d, GroupNorm, TimestepEmbedding, swap_middle_axes
 from toolkit.models.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, Timesteps, per_block, repeat_per_frame,
                                         UNetMidBlock2DCrossAttn, UpBlock2D, activation)
 
@@ -371,7 +371,7 @@ class UNetMotionModel(ModelMixin):
         emb = repeat_per_frame(emb, f)
         context = repeat_per_frame(encoder_hidden_states, f)
 
-        x = self.conv_in(sample.transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w))
+        x = self.conv_in(swap_middle_axes(sample, b, c, f).reshape(b * f, c, h, w))
         skips = (x,)
         for i, block in enumerate(self.down_blocks):
             if self._cross_down[i]:
@@ -397,7 +397,7 @@ class UNetMotionModel(ModelMixin):
                 x = block(x, res, emb, upsample_size, f)
 
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
-        return x.reshape(b, f, x.shape[1], h, w).transpose(0, 2, 1, 3, 4)
+        return swap_middle_axes(x, b, f, x.shape[1]).reshape(b, x.shape[1], f, h, w)
 
 
 def load_motion_unet(unet_folder: Path, adapter_folder: Path, variant: str | None = None, dtype=None):

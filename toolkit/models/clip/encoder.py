@@ -16,7 +16,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from toolkit.models.layers import Conv2d, LayerNorm, gelu, linear, scaled_dot_product_attention
+from toolkit.models.layers import Conv2d, LayerNorm, gelu, linear, scaled_dot_product_attention, swap_middle_axes
 from toolkit.models.layers import Embedding  # torch.nn.Embedding with its `weight` name
 
 NEG_INF = float(np.finfo(np.float32).min)
@@ -120,13 +120,13 @@ class CLIPAttention(nn.Cell):
 
     def _heads(self, x):
         b, s, _ = x.shape
-        return x.reshape(b, s, self.num_heads, self.head_dim).swapaxes(1, 2)
+        return swap_middle_axes(x, b, s, self.num_heads)
 
     def construct(self, x, mask=None):
         b, s, d = x.shape
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         o = scaled_dot_product_attention(q, k, v, mask, self.scale)
-        return self.out_proj(o.swapaxes(1, 2).reshape(b, s, d))
+        return self.out_proj(swap_middle_axes(o, b, self.num_heads, s).reshape(b, s, d))
 
 
 class CLIPMLP(nn.Cell):

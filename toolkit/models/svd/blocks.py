@@ -25,6 +25,8 @@ from toolkit.models.layers import (
     LayerNorm,
     TimestepEmbedding,
     add_channel_bias,
+    channels_first,
+    channels_last_rows,
     linear,
     scaled_dot_product_attention,
     silu,
@@ -207,7 +209,7 @@ class TransformerSpatioTemporalModel(nn.Cell):
             sc, d = encoder_hidden_states.shape[1], encoder_hidden_states.shape[2]
             time_context = encoder_hidden_states.reshape(b, num_frames, sc, d)[:, 0]
         residual = hidden_states
-        x = self.norm(hidden_states).transpose(0, 2, 3, 1).reshape(bf, h * w, c)
+        x = channels_last_rows(self.norm(hidden_states)).reshape(bf, h * w, c)
         x = self.proj_in(x)
         frames = ops.arange(num_frames).astype(hidden_states.dtype)
         pos = self.time_pos_embed(self.time_proj(frames))  # (F, C): the same for every video
@@ -218,4 +220,4 @@ class TransformerSpatioTemporalModel(nn.Cell):
             mix = temporal_block(mix, num_frames, time_context)
             x = self.time_mixer(x, mix)
         x = self.proj_out(x)
-        return x.reshape(bf, h, w, x.shape[-1]).transpose(0, 3, 1, 2) + residual
+        return channels_first(x.reshape(bf * h * w, -1), bf, (h, w)) + residual

@@ -21,7 +21,8 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from toolkit.models.base import ModelMixin
-from toolkit.models.layers import Embedding, RMSNorm, gelu, linear, scaled_dot_product_attention, silu
+from toolkit.models.layers import (Embedding, RMSNorm, gelu, linear, scaled_dot_product_attention, silu,
+                                   swap_middle_axes)
 
 # keys transformers writes into a T5 config.json that do not change the encoder's forward pass
 TRANSFORMERS_CONFIG_KEYS = (
@@ -113,11 +114,11 @@ class T5Attention(nn.Cell):
 
     def construct(self, x, bias):
         b, s, _ = x.shape
-        q = self.q(x).reshape(b, s, self.num_heads, self.d_kv).transpose(0, 2, 1, 3)
-        k = self.k(x).reshape(b, s, self.num_heads, self.d_kv).transpose(0, 2, 1, 3)
-        v = self.v(x).reshape(b, s, self.num_heads, self.d_kv).transpose(0, 2, 1, 3)
+        q = swap_middle_axes(self.q(x), b, s, self.num_heads)
+        k = swap_middle_axes(self.k(x), b, s, self.num_heads)
+        v = swap_middle_axes(self.v(x), b, s, self.num_heads)
         out = scaled_dot_product_attention(q, k, v, mask=bias, scale=1.0)
-        return self.o(out.transpose(0, 2, 1, 3).reshape(b, s, self.num_heads * self.d_kv))
+        return self.o(swap_middle_axes(out, b, self.num_heads, s).reshape(b, s, self.num_heads * self.d_kv))
 
 
 class T5LayerSelfAttention(nn.Cell):
