@@ -376,6 +376,7 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     from diffusers import CogVideoXTransformer3DModel as RefTransformer
 
     from toolkit import loading
+    from toolkit.models.base import compile_network
     from toolkit.models.cogvideox.transformer import CogVideoXTransformer3DModel, rotary_tables_for
     from toolkit.models.cogvideox.vae import AutoencoderKLCogVideoX
 
@@ -387,7 +388,7 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
                          use_rotary_positional_embeddings=True, **t).eval()
     ref.save_pretrained(str(run_dir / "wide" / "transformer"))
     net, config = loading.build_and_load(CogVideoXTransformer3DModel, run_dir / "wide", "transformer")
-    forward = ms.jit(net.construct)
+    forward = compile_network(net)
     x = rng.standard_normal((2, f, 16, h, wd)).astype(np.float32)
     text = rng.standard_normal((2, w["text_tokens"], t["text_embed_dim"])).astype(np.float32)
     steps = np.array([500.0, 500.0], np.float32)

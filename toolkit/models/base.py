@@ -1,9 +1,10 @@
-"""The one thing every network shares: being built from its checkpoint's config.json."""
+"""What every network shares: being built from its checkpoint's config.json, and being compiled."""
 from __future__ import annotations
 
 import inspect
 import logging
 
+import mindspore as ms
 from mindspore import nn
 
 log = logging.getLogger(__name__)
@@ -30,3 +31,15 @@ class ModelMixin(nn.Cell):
         if unknown:
             log.warning("%s ignores config keys it does not know: %s", cls.__name__, sorted(unknown))
         return cls(**kwargs)
+
+
+def compile_network(net: nn.Cell):
+    """``mindspore.jit`` of ``net.construct``, with the operator choices that are fastest in a compiled graph
+    (they differ from eager ones: GroupNorm's statistics-plus-BatchNorm route wins from 2^15 values under
+    jit, but only from 2^19 eagerly)."""
+    from toolkit.models.layers import GroupNorm
+
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, GroupNorm):
+            cell.fused_below = GroupNorm.fused_below_compiled
+    return ms.jit(net.construct)

@@ -25,6 +25,7 @@ import mindspore as ms
 import numpy as np
 
 from toolkit import loading
+from toolkit.models.base import compile_network
 from toolkit.pipelines.common import (RequestError, Timer, check_int, check_multiple, check_number, check_prompts,
                                       fail, initial_latents, load_array, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, sample
@@ -217,7 +218,7 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     text_encoder, _ = loading.build_and_load(CLIPTextModel, folder, "text_encoder", variant, dtype)
     unet, _ = load_motion_unet(Path(folder) / "unet", motion_adapter, variant, dtype)
     vae, _ = loading.build_and_load(AutoencoderKL, folder, "vae", variant, dtype)
-    forward = ms.jit(unet.construct) if jit else unet
+    forward = compile_network(unet) if jit else unet
     return AnimateDiff(cfg, tokenizer, text_encoder, unet, vae, dtype, forward)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from toolkit import loading
 from toolkit.guidance import cogvideox_dynamic_guidance
+from toolkit.models.base import compile_network
 from toolkit.pipelines.common import (RequestError, Timer, check_choice, check_int, check_multiple, check_number,
                                       check_prompts, fail, initial_latents, load_array, read_model_index,
                                       sampler_from_strength, video_to_frames)
@@ -304,7 +305,7 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     text_encoder, _ = loading.build_and_load(T5EncoderModel, folder, "text_encoder", variant, dtype)
     transformer, _ = loading.build_and_load(CogVideoXTransformer3DModel, folder, "transformer", variant, dtype)
     vae, _ = loading.build_and_load(AutoencoderKLCogVideoX, folder, "vae", variant, dtype)
-    forward = ms.jit(transformer.construct) if jit else transformer
+    forward = compile_network(transformer) if jit else transformer
     return CogVideoX(cfg, tokenizer, text_encoder, transformer, vae, dtype, forward)
 
 

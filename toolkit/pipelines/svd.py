@@ -40,6 +40,7 @@ import numpy as np
 
 from toolkit import loading
 from toolkit.guidance import linear_frame_guidance
+from toolkit.models.base import compile_network
 from toolkit.pipelines.common import (
     RequestError,
     read_model_index,
@@ -257,7 +258,7 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     unet, _ = loading.build_and_load(UNetSpatioTemporalConditionModel, folder, "unet", variant, dtype)
     vae, _ = loading.build_and_load(AutoencoderKLTemporalDecoder, folder, "vae", variant, dtype)
     image_encoder, _ = loading.build_and_load(CLIPVisionModelWithProjection, folder, "image_encoder", variant, dtype)
-    forward = ms.jit(unet.construct) if jit else unet
+    forward = compile_network(unet) if jit else unet
     return StableVideoDiffusion(cfg, unet, vae, image_encoder, dtype, forward)
 
 
