@@ -595,6 +595,19 @@ def target_lines(rows, memory) -> list[str]:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU model and its widest vector extension, from /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return f"{model}{' with ' + simd if simd else ''}"
+
+
 def write_markdown(cfg, table, sweep_note, memory, run_dir):
     import mindspore
     import torch
@@ -602,12 +615,12 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `python experiments/benchmark.py` on {date.today()}: {platform.processor() or platform.machine()}, "
+        f"Written by `python experiments/benchmark.py` on {date.today()}: {cpu_name()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, MindSpore {mindspore.__version__}, "
         f"PyTorch {torch.__version__}. Both sides run in one process, interleaved; times are seconds, "
         f"min and median of {cfg['repeats']} repetitions; **ratio = ours min / reference min** (lower is better).",
         "",
-        f"Checkpoint: a CogVideoX written by diffusers with random weights — transformer "
+        f"Main checkpoint: a CogVideoX written by diffusers with random weights — transformer "
         f"{cfg['transformer']['num_layers']} layers x width "
         f"{cfg['transformer']['num_attention_heads'] * cfg['transformer']['attention_head_dim']}, VAE "
         f"{cfg['vae']['block_out_channels']}; {cfg['num_frames']} frames at {cfg['width']}x{cfg['height']}, "
@@ -631,8 +644,15 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "cost; the rows at CogVideoX's real widths show where real runs spend their time.",
               "- MindSpore 2.10's own CPU convolution is not used: on AVX-512 machines its oneDNN call runs a reference "
               "kernel (100-300x slower than PyTorch); see README, Performance.",
-              "- Peak-RSS growth includes MindSpore's eager-mode retention (~1 KB kept per matmul call, measured in "
-              "isolation), which grows with the number of decode chunks and tiles, not with tensor sizes.",
+              "- AnimateDiff and SVD rows use the test suite's tiny checkpoints (UNet widths 8-64), far below real "
+              "widths: there per-operator cost is all there is. Their VAEs are also measured at Stable Diffusion's "
+              "widths (the rows 'at widths [128, 256, 512, 512]').",
+              "- The VAEs run eagerly. Compiled with mindspore.jit, the CogVideoX decoder took ~21 s to compile per "
+              "chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this machine); dict-valued conv "
+              "caches also recompile on every call.",
+              "- Each peak-RSS value is the minimum over fresh processes: single processes of the same decode vary by "
+              "20-40% (allocator state). Growth includes MindSpore's eager-mode retention (~1 KB kept per matmul "
+              "call, measured in isolation), which grows with the number of decode chunks and tiles.",
               "", "Raw numbers: `benchmark.json` in the run directory.", ""]
     out.write_text("\n".join(lines))
     (run_dir / "benchmark.json").write_text(json.dumps({"rows": table.rows, "sweep": sweep_note,
