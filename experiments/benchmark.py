@@ -123,8 +123,6 @@ class PeakRSS:
 def _child_decode(folder: str, frames: int, tiled: bool, reference: bool, out):
     """Child process: its peak RSS (the kernel's high-water mark, MB) after loading the VAE and decoding
     ``frames`` frames (none: 0), ours or diffusers'."""
-    import resource
-
     import numpy as np
     tile = dict(tile_sample_min_height=48, tile_sample_min_width=40)
     if reference:
@@ -148,7 +146,9 @@ def _child_decode(folder: str, frames: int, tiled: bool, reference: bool, out):
         lat = (frames - 1) // 4 + 1
         h, w = cfg["sample_height"] // 8, cfg["sample_width"] // 8
         decode(np.random.default_rng(0).standard_normal((1, 16, lat, h, w)).astype(np.float32))
-    out.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not getrusage's ru_maxrss: a spawned child inherits its parent's ru_maxrss across exec
+    status = Path("/proc/self/status").read_text().splitlines()
+    out.put(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
 
 
 def decode_memory(folder: Path, frames: tuple, tiled: bool, repeats: int) -> tuple[str, str]:
@@ -235,10 +235,17 @@ def load_memory(cfg: dict, run_dir: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def _child(target, args):
+    # `import mindspore` sets OMP_NUM_THREADS=1 in the C environment, which spawned processes inherit: PyTorch
+    # would run single-threaded there (2x slower on 2 cores). The child starts without it, like the parent did.
+    os.environ.pop("OMP_NUM_THREADS", None)
+    target(*args)
+
+
 def in_child(target, *args):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
+    p = ctx.Process(target=_child, args=(target, (*args, q)))
     p.start()
     value = q.get(timeout=900)
     p.join()
@@ -377,7 +384,7 @@ def _child_wide_rows(cfg: dict, run_dir: str, out):
     torch.set_grad_enabled(False)
     table = Table()
     wide_rows(table, cfg, Path(run_dir))
-    out.put(table.rows)
+    out.put([{**row, "torch_threads": torch.get_num_threads()} for row in table.rows])
 
 
 def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
@@ -666,6 +673,8 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "widths (the rows 'at widths [128, 256, 512, 512]').",
               "- The rows at real widths run in a fresh process (both sides): after the rows above, the process's "
               "larger, fragmented memory pool slowed our VAE decodes by 10-15%.",
+              "- `import mindspore` sets OMP_NUM_THREADS=1 in the C environment, which spawned processes inherit "
+              "(PyTorch ran single-threaded, 2x slower, in them): the benchmark's child processes start without it.",
               "- The VAEs run eagerly. Compiled with mindspore.jit, the CogVideoX decoder took ~21 s to compile per "
               "chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this machine); dict-valued conv "
               "caches also recompile on every call.",
