@@ -213,23 +213,36 @@ def add_channel_bias(x, bias):
     return ops.bias_add(x.reshape(1, bias.size, -1), bias.reshape(-1)).reshape(x.shape)
 
 
+def _padded_grid(b: int, spatial: tuple, padding: tuple) -> tuple:
+    """(grid, inputs): for every position of the zero-padded input, (b, *padded), its row among the ``inputs``
+    channels-last rows of ``_rows_and_zero``; padding positions hold ``inputs``, the appended zero row."""
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, padding))
+    inputs = b * int(np.prod(spatial))
+    grid = np.full((b,) + padded, inputs, np.int64)
+    inner = (slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, spatial))
+    grid[inner] = np.arange(inputs).reshape((b,) + tuple(spatial))
+    return grid, inputs
+
+
+def strided_size(spatial: tuple, kernel: tuple, padding: tuple, stride: tuple) -> tuple:
+    """A convolution's output size (torch semantics)."""
+    return tuple((n + lo + hi - k) // st + 1 for n, k, (lo, hi), st in zip(spatial, kernel, padding, stride))
+
+
 @functools.lru_cache(maxsize=512)
 def _conv_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tuple):
     """Host-side tables for one convolution geometry (see ``conv_shifted_matmul``): which input row
     fills each row of the padded channels-last matrix, the row offset of every kernel tap, how many
     rows to compute, which computed rows are outputs, and the output size."""
     nd = len(spatial)
-    padded = tuple(spatial[d] + padding[d][0] + padding[d][1] for d in range(nd))
+    grid, inputs = _padded_grid(b, spatial, padding)
+    padded = grid.shape[1:]
     full = tuple(padded[d] - kernel[d] + 1 for d in range(nd))
     out_size = tuple((full[d] - 1) // stride[d] + 1 for d in range(nd))
     pitch = [1] * nd  # row distance between neighbours along each spatial dim
     for d in range(nd - 2, -1, -1):
         pitch[d] = pitch[d + 1] * padded[d + 1]
     per_sample = pitch[0] * padded[0]
-    inputs = b * int(np.prod(spatial))
-    grid = np.full((b,) + padded, inputs, np.int64)  # row `inputs` is the appended zero row
-    inner = (slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, spatial))
-    grid[inner] = np.arange(inputs).reshape((b,) + tuple(spatial))
     offsets = []
     for tap in np.ndindex(*kernel):
         offsets.append(int(sum(t * p for t, p in zip(tap, pitch))))
@@ -266,8 +279,7 @@ def conv_temporal(x, weight, bias, time_pad: tuple):
         out = y if out is None else out + y
     out = swap_middle_axes(out, b, f_out, o)  # (B, O, F_out, H*W)
     if bias is not None:
-        out = ops.bias_add(out.reshape(1, b * o, -1), ops.tile(bias, (b,))) if b > 1 else \
-            ops.bias_add(out.reshape(1, o, -1), bias)
+        out = add_channel_bias(out, ops.tile(bias.reshape(1, o), (b, 1)))
     return out.reshape(b, o, f_out, h, w)
 
 
@@ -279,14 +291,9 @@ PATCHES_MAX_BYTES = 2 ** 28
 def _patch_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tuple):
     """For every output position (in (sample, *position) order) the input row under each kernel tap (in
     (*tap) order), as one flat index into the channels-last rows plus a zero row; and the output size."""
-    nd = len(spatial)
-    padded = tuple(spatial[d] + padding[d][0] + padding[d][1] for d in range(nd))
-    out_size = tuple((padded[d] - kernel[d]) // stride[d] + 1 for d in range(nd))
-    inputs = b * int(np.prod(spatial))
-    grid = np.full((b,) + padded, inputs, np.int64)  # row `inputs` is the appended zero row
-    inner = (slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(padding, spatial))
-    grid[inner] = np.arange(inputs).reshape((b,) + tuple(spatial))
-    starts = np.ix_(*[np.arange(out_size[d]) * stride[d] for d in range(nd)])
+    grid, _ = _padded_grid(b, spatial, padding)
+    out_size = strided_size(spatial, kernel, padding, stride)
+    starts = np.ix_(*[np.arange(n) * st for n, st in zip(out_size, stride)])
     taps = [grid[(slice(None),) + tuple(s + t for s, t in zip(starts, tap))].reshape(b, -1)
             for tap in np.ndindex(*kernel)]
     return Tensor(np.stack(taps, -1).reshape(-1).astype(np.int32)), out_size
@@ -300,10 +307,10 @@ def conv_gathered_patches(x, weight, bias, padding: tuple, stride: tuple):
     most (a 14x14 stride-14 patch embedding: 196 products over all 50k pixels instead of one product
     over 256 patches)."""
     nd = len(stride)
-    b, c, o = x.shape[0], x.shape[1], weight.shape[0]
+    b, o = x.shape[0], weight.shape[0]
     kernel = tuple(weight.shape[2:])
     index, out_size = _patch_plan(b, tuple(x.shape[2:]), kernel, tuple(padding), tuple(stride))
-    cols = ops.gather(_rows_and_zero(x), index, 0).reshape(-1, len(index) // (b * int(np.prod(out_size))) * c)
+    cols = ops.gather(_rows_and_zero(x), index, 0).reshape(b * int(np.prod(out_size)), -1)  # (positions, taps*C)
     kernels = weight.transpose((0,) + tuple(range(2, nd + 2)) + (1,)).reshape(o, -1)  # (O, taps * C)
     out = _matmul_tb(cols, kernels)
     if bias is not None:
@@ -477,9 +484,8 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
         return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
     if any(st > 1 for st in stride):
-        taps = int(np.prod(kernel))
-        positions = b * int(np.prod([(spatial[d] + sum(padding[d]) - kernel[d]) // stride[d] + 1 for d in range(nd)]))
-        if positions * taps * c * 4 <= PATCHES_MAX_BYTES:
+        positions = b * int(np.prod(strided_size(spatial, kernel, padding, stride)))
+        if positions * int(np.prod(kernel)) * c * 4 <= PATCHES_MAX_BYTES:
             return conv_gathered_patches(x, weight, bias, padding, stride)
     source, offsets, n, keep, out_size = _conv_plan(b, spatial, kernel, tuple(padding), tuple(stride))
     xf = ops.gather(_rows_and_zero(x), source, 0)  # padded, channels-last, with a zero tail for the farthest tap
