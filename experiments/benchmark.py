@@ -151,19 +151,23 @@ def _child_decode(folder: str, frames: int, tiled: bool, reference: bool, out):
     out.put(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
 
 
-def decode_memory(folder: Path, frames: tuple, tiled: bool, repeats: int) -> tuple[str, str]:
-    """A memory-table row: the peak memory a VAE decode adds to a process that has loaded the VAE, at
-    ``frames[0]`` and ``frames[1]`` frames, ours and diffusers'. Each is the kernel's exact high-water mark of a
-    fresh process that decodes, minus that of one that only loads (a delta sampled within one process varied by
-    20-40% with the allocator's state); the minimum over ``repeats`` processes."""
-    def peak(f, reference):
+def decode_memory(folder: Path, frames: tuple, repeats: int) -> list[tuple[str, str]]:
+    """Memory-table rows, untiled and tiled: the peak memory a VAE decode adds to a process that has loaded the
+    VAE, at ``frames[0]`` and ``frames[1]`` frames, ours and diffusers'. Each is the kernel's exact high-water
+    mark of a fresh process that decodes, minus that of one that only loads (measured once per implementation;
+    a delta sampled within one process varied by 20-40% with the allocator's state); the minimum over
+    ``repeats`` processes."""
+    def peak(f, tiled, reference):
         return min(in_child(_child_decode, str(folder), f, tiled, reference) for _ in range(repeats))
-    (base, a, b), (ref_base, c, d) = (
-        [peak(f, ref) for f in (0, *frames)] for ref in (False, True))
-    a, b, c, d = a - base, b - base, c - ref_base, d - ref_base
-    return (f"VAE decode {'tiled' if tiled else 'untiled'}: peak memory of the decode, {frames[0]} -> {frames[1]} "
-            f"frames, ours / diffusers (min of {repeats} processes)",
-            f"{a:.0f} MB -> {b:.0f} MB ({b / max(a, 1e-9):.2f}x) / {c:.0f} MB -> {d:.0f} MB ({d / max(c, 1e-9):.2f}x)")
+    base = {ref: peak(0, False, ref) for ref in (False, True)}
+    rows = []
+    for tiled in (False, True):
+        (a, b), (c, d) = ([peak(f, tiled, ref) - base[ref] for f in frames] for ref in (False, True))
+        rows.append((f"VAE decode {'tiled' if tiled else 'untiled'}: peak memory of the decode, {frames[0]} -> "
+                     f"{frames[1]} frames, ours / diffusers (min of {repeats} processes)",
+                     f"{a:.0f} MB -> {b:.0f} MB ({b / max(a, 1e-9):.2f}x) / {c:.0f} MB -> {d:.0f} MB "
+                     f"({d / max(c, 1e-9):.2f}x)"))
+    return rows
 
 
 def _child_svd_decode(folder: str, frames: int, chunk: int, out):
@@ -572,8 +576,7 @@ def main(c: DictConfig) -> None:
 
     memory = []
     if cfg["memory"]:
-        for tiled in (False, True):
-            memory.append(decode_memory(folder, tuple(cfg["memory_frames"]), tiled, cfg["memory_repeats"]))
+        memory += decode_memory(folder, tuple(cfg["memory_frames"]), cfg["memory_repeats"])
         from tests.reference import svd as svd_ref
         svd_ref.build_vae().save_pretrained(str(run_dir / "svd" / "vae"))
         for chunk in cfg["svd_decode_chunks"]:
