@@ -103,6 +103,21 @@ def test_tiled_decode_matches_diffusers_tiled_decode(vaes, rng):
     np.testing.assert_allclose(out, ref_decode(ref, z, tiled=True), **TOL)
 
 
+def test_compiled_decode_matches_diffusers_whole_and_tiled(vaes, rng):
+    """What AnimateDiff decodes with by default (runtime.jit=true): ``compile_network(vae)``, also per tile."""
+    from toolkit.models.base import compile_network
+
+    _, ref, net = vaes["sd"]
+    compiled = compile_network(net)
+    z = randn(rng, 2, 4, 6, 10)
+    out = compiled(ms.Tensor(z)).asnumpy()
+    np.testing.assert_allclose(out, ref_decode(ref, z), **TOL)
+    np.testing.assert_allclose(out, net.decode(ms.Tensor(z)).asnumpy(), rtol=0, atol=1e-6)
+    z = randn(rng, 1, 4, 20, 36)
+    np.testing.assert_allclose(net.decode_tiled(ms.Tensor(z), forward=compiled).asnumpy(),
+                               ref_decode(ref, z, tiled=True), **TOL)
+
+
 def test_tiled_encode_matches_diffusers_tiled_encode(vaes, rng):
     _, ref, net = vaes["sd"]
     x = randn(rng, 2, 3, 40, 72)

@@ -134,6 +134,18 @@ def test_chunked_decode_matches_diffusers_decode_latents(ref, model, rng):
     assert np.abs(whole - got).max() > 1e-4  # chunking changes what the temporal layers see
 
 
+def test_compiled_chunked_decode_matches_diffusers_decode_latents(ref, rng):
+    """What the pipeline decodes with by default (runtime.jit=true): the compiled temporal decoder, one graph per
+    chunk length (here 4 and 3)."""
+    from toolkit.pipelines import svd
+
+    model = svd.load(ref[0], jit=True)
+    latents = rng.standard_normal((1, 7, 4, 4, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref[1].decode_latents(torch.from_numpy(latents), 7, decode_chunk_size=4).numpy()
+    np.testing.assert_allclose(svd.decode(model, latents, 4), expected, atol=ATOL, rtol=0)
+
+
 REAL_VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4, in_channels=3,
                 latent_channels=4, layers_per_block=2, out_channels=3, sample_size=768, scaling_factor=0.18215)
 

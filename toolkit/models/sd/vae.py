@@ -119,12 +119,15 @@ class AutoencoderKL(ModelMixin):
         return g.check()
 
     def decode_tiled(self, z: Tensor, tile_sample_min_size: int | None = None,
-                     tile_overlap_factor: float | None = None) -> Tensor:
-        """Decode overlapping latent tiles and blend them; a latent no larger than one tile is decoded whole."""
+                     tile_overlap_factor: float | None = None, forward=None) -> Tensor:
+        """Decode overlapping latent tiles and blend them; a latent no larger than one tile is decoded whole.
+        ``forward``: the latents -> images call made per tile (default ``decode_latents``; pipelines pass its
+        compiled form, ``compile_network(vae)``)."""
+        forward = forward or self.decode_latents
         g = self.tile_geometry(tile_sample_min_size, tile_overlap_factor)
         if z.shape[-2] <= g.tile[0] and z.shape[-1] <= g.tile[1]:
-            return self.decode_latents(z)
-        return Tensor(tiled_apply(self.decode_latents, z, g))
+            return forward(z)
+        return Tensor(tiled_apply(forward, z, g))
 
     def encode_tiled(self, x: Tensor, tile_sample_min_size: int | None = None,
                      tile_overlap_factor: float | None = None) -> DiagonalGaussian:
