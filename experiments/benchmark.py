@@ -450,6 +450,7 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
 
     from toolkit.models.sd.vae import AutoencoderKL
     from toolkit.models.svd.vae import AutoencoderKLTemporalDecoder
+    from toolkit.pipelines import animatediff, svd
 
     u = w["unet_vae"]
     n, (h, wd) = u["frames"], u["latent"]
@@ -463,14 +464,16 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
                 **common).eval()
     ref.save_pretrained(str(run_dir / "wide" / "sd_vae"))
     vae, _ = loading.build_and_load(AutoencoderKL, run_dir / "wide", "sd_vae")
-    decode = compile_network(vae)  # as the pipeline decodes by default (runtime.jit=true); the warm-up compiles
+    # as the pipelines decode by default (runtime.jit=true): compiled, one frame at a time (AnimateDiff), whole
+    # chunks while they fit one graph (SVD); the warm-up repetition compiles
+    decode = animatediff.frame_decoder(SimpleNamespace(vae=vae, decode_compiled=compile_network(vae)), h, wd)
     table.add(f"AnimateDiff: VAE decode at widths {list(u['block_out_channels'])} ({size})",
               *interleaved(lambda: decode(zm).asnumpy(), lambda: ref.decode(zt).sample, repeats))
     torch.manual_seed(0)
     ref = RefTemporal(**common).eval()
     ref.save_pretrained(str(run_dir / "wide" / "svd_vae"))
     vae, _ = loading.build_and_load(AutoencoderKLTemporalDecoder, run_dir / "wide", "svd_vae")
-    decode = compile_network(vae)
+    decode = svd.chunk_decoder(SimpleNamespace(vae=vae, decode_compiled=compile_network(vae)), n, h, wd)
     table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, one chunk)",
               *interleaved(lambda: decode(zm, n).asnumpy(), lambda: ref.decode(zt, num_frames=n).sample,
                            repeats))
@@ -681,9 +684,13 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "- `import mindspore` sets OMP_NUM_THREADS=1 in the C environment, which spawned processes inherit "
               "(PyTorch ran single-threaded, 2x slower, in them): the benchmark's child processes start without it.",
               "- SD's VAE (AnimateDiff) and SVD's temporal decoder are compiled with mindspore.jit, as the pipelines "
-              "run them by default (1.6-1.8x faster than eager at real widths; the warm-up repetition compiles, a few "
-              "seconds per shape). The CogVideoX VAE runs eagerly: compiled, its decoder took ~21 s to compile per "
-              "chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this machine; dict-valued conv "
+              "run them by default (1.5-1.8x faster than eager at real widths; the warm-up repetition compiles, a few "
+              "seconds per shape): AnimateDiff's one frame at a time (one graph for every chunk), SVD's whole chunks "
+              "while their convolutions run in few pieces (layers.fits_compiled_graph). A graph unrolls every "
+              "convolution piece and MindSpore refuses graphs past its call-depth limit, so real-size SVD chunks "
+              "(e.g. 14 frames at 576x1024) decode eagerly: the eager temporal decoder measured 2.74x PyTorch in the "
+              "row 'SVD: VAE decode' before it was compiled. The CogVideoX VAE runs eagerly: compiled, its decoder "
+              "took ~21 s to compile per chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this machine; dict-valued conv "
               "caches also recompile on every call). Measured since: in a compiled graph a slice of a large tensor "
               "costs about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: 88 ms compiled, 4.7 ms "
               "eagerly, where it is a view), so the 3-D Winograd convolution, which multiplies row slices per "

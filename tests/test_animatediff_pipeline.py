@@ -156,6 +156,19 @@ def test_decoding_in_frame_chunks_matches_diffusers_decode_latents(ref, loaded, 
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
 
 
+def test_compiled_decoding_one_frame_at_a_time_matches_diffusers_decode_latents(ref):
+    """runtime.jit=true: the compiled VAE decodes one frame at a time, one graph for every chunk."""
+    import torch
+
+    from toolkit.pipelines import animatediff as family
+    base, adapter, pipe = ref
+    model = family.load(base, jit=True, motion_adapter=adapter)
+    z = np.random.default_rng(5).standard_normal((1, 4, 5, 8, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = pipe.decode_latents(torch.from_numpy(z), decode_chunk_size=3).numpy()
+    np.testing.assert_allclose(family.decode(model, z, 3, {"enabled": False}), expected, atol=ATOL, rtol=0)
+
+
 def test_tiled_decoding_matches_diffusers_vae_tiling(ref, loaded):
     import torch
 

@@ -87,6 +87,16 @@ def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, first_piece, 
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("frames, height, width, fits", [
+    (4, 128, 128, True),    # the benchmark's SD/SVD VAE decode at real widths
+    (1, 512, 512, True),    # one AnimateDiff frame at 512x512
+    (16, 512, 512, False),  # a 16-frame AnimateDiff chunk in one graph
+    (14, 576, 1024, False),  # a real SVD chunk
+])
+def test_only_vae_decodes_of_few_convolution_pieces_are_compiled_as_one_graph(frames, height, width, fits):
+    assert layers.fits_compiled_graph(frames, height, width, 128) is fits
+
+
 @pytest.mark.parametrize("route", ["identity product", "gather"])
 def test_channels_last_rows_and_back_are_exact(rng, monkeypatch, route):
     monkeypatch.setattr(layers, "GATHER_LAYOUT_CHANNELS", 5 if route == "gather" else 10 ** 9)

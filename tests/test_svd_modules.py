@@ -146,6 +146,22 @@ def test_compiled_chunked_decode_matches_diffusers_decode_latents(ref, rng):
     np.testing.assert_allclose(svd.decode(model, latents, 4), expected, atol=ATOL, rtol=0)
 
 
+def test_chunks_too_large_for_one_graph_decode_eagerly(ref, rng, monkeypatch):
+    from toolkit.models import layers
+    from toolkit.pipelines import svd
+
+    model = svd.load(ref[0], jit=True)
+
+    def refuse(*args):
+        raise AssertionError("the compiled decoder was called for a chunk that does not fit one graph")
+    model.decode_compiled = refuse
+    monkeypatch.setattr(layers, "COMPILED_PIECES_MAX", 0)
+    latents = rng.standard_normal((1, 3, 4, 4, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref[1].decode_latents(torch.from_numpy(latents), 3, decode_chunk_size=3).numpy()
+    np.testing.assert_allclose(svd.decode(model, latents, 3), expected, atol=ATOL, rtol=0)
+
+
 REAL_VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4, in_channels=3,
                 latent_channels=4, layers_per_block=2, out_channels=3, sample_size=768, scaling_factor=0.18215)
 

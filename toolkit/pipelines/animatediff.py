@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mindspore as ms
+from mindspore import ops
 import numpy as np
 
 from toolkit import loading
@@ -201,7 +202,7 @@ class AnimateDiff:
     vae: Any
     dtype: Any = ms.float32
     forward: Callable = None  # the (possibly jit-compiled) motion UNet call
-    decode_forward: Callable = None  # the (possibly jit-compiled) VAE decode of latents (N, C, h, w) -> images
+    decode_compiled: Callable | None = None  # compile_network(vae) with runtime.jit=true, run one frame at a time
     embed_cache: dict = field(default_factory=dict)
 
 
@@ -220,9 +221,9 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     unet, _ = load_motion_unet(Path(folder) / "unet", motion_adapter, variant, dtype)
     vae, _ = loading.build_and_load(AutoencoderKL, folder, "vae", variant, dtype)
     forward = compile_network(unet) if jit else unet
-    # compiled, SD's VAE decodes 1.6-1.8x faster than eagerly (one compile per chunk or tile shape: seconds)
-    decode_forward = compile_network(vae) if jit else vae.decode_latents
-    return AnimateDiff(cfg, tokenizer, text_encoder, unet, vae, dtype, forward, decode_forward)
+    # compiled, SD's VAE decodes 1.5-1.8x faster than eagerly (one compile per frame or tile size: seconds)
+    decode_compiled = compile_network(vae) if jit else None
+    return AnimateDiff(cfg, tokenizer, text_encoder, unet, vae, dtype, forward, decode_compiled)
 
 
 def encode(model: AnimateDiff, r: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -282,14 +283,33 @@ def decode(model: AnimateDiff, latents: np.ndarray, decode_chunk_size: int, tili
     b, c, f, h, w = latents.shape
     inv_scale = np.float32(1.0 / float(model.configs.vae.get("scaling_factor", 0.18215)))
     z = (inv_scale * latents).transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    forward = frame_decoder(model, h, w)
     chunks = []
     for start in range(0, b * f, decode_chunk_size):
         zc = ms.Tensor(np.ascontiguousarray(z[start:start + decode_chunk_size])).astype(model.dtype)
         if tiling.get("enabled"):
             out = model.vae.decode_tiled(zc, tiling["tile_sample_min_size"], tiling["tile_overlap_factor"],
-                                         forward=model.decode_forward)
+                                         forward=forward)
         else:
-            out = model.decode_forward(zc)
+            out = forward(zc)
         chunks.append(out.asnumpy().astype(np.float32))
     frames = np.concatenate(chunks)
     return frames.reshape((b, f) + frames.shape[1:]).transpose(0, 2, 1, 3, 4)
+
+
+def frame_decoder(model: AnimateDiff, h: int, w: int) -> Callable:
+    """The VAE decode for latents of h x w: the compiled one, one frame at a time (SD's VAE decodes frames
+    independently, so a graph of one frame serves every chunk, and its convolutions stay few pieces), when a
+    frame of that size fits one graph (``layers.fits_compiled_graph``: up to ~512x512 at SD's widths); else
+    the eager one, whole chunks (also with runtime.jit=false)."""
+    from toolkit.models.layers import fits_compiled_graph
+
+    ratio = model.vae.spatial_ratio
+    width = model.vae.decoder.conv_out.in_channels  # the widest activations: full size, first block's width
+    if model.decode_compiled is None or not fits_compiled_graph(1, h * ratio, w * ratio, width):
+        return model.vae.decode_latents
+
+    def one_at_a_time(z):
+        outs = [model.decode_compiled(z[i:i + 1]) for i in range(z.shape[0])]
+        return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
+    return one_at_a_time

@@ -246,7 +246,7 @@ class StableVideoDiffusion:
     image_encoder: Any
     dtype: Any = ms.float32
     forward: Callable = None  # the (possibly jit-compiled) UNet call
-    decode_forward: Callable = None  # the (possibly jit-compiled) temporal VAE decode: (latents, num_frames) -> frames
+    decode_compiled: Callable | None = None  # compile_network(vae) with runtime.jit=true: (latents, num_frames)
     embed_cache: dict = field(default_factory=dict)  # CLIP image embeddings by image content
 
 
@@ -260,8 +260,8 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     image_encoder, _ = loading.build_and_load(CLIPVisionModelWithProjection, folder, "image_encoder", variant, dtype)
     forward = compile_network(unet) if jit else unet
     # compiled, the temporal decoder runs 1.6-1.7x faster than eagerly (one compile per chunk length: seconds)
-    decode_forward = compile_network(vae) if jit else vae.decode
-    return StableVideoDiffusion(cfg, unet, vae, image_encoder, dtype, forward, decode_forward)
+    decode_compiled = compile_network(vae) if jit else None
+    return StableVideoDiffusion(cfg, unet, vae, image_encoder, dtype, forward, decode_compiled)
 
 
 def encode_image(model: StableVideoDiffusion, clip_pixels: np.ndarray, batch: int) -> np.ndarray:
@@ -339,6 +339,20 @@ def decode(model: StableVideoDiffusion, latents: np.ndarray, decode_chunk_size: 
     chunks = []
     for i in range(0, b * f, decode_chunk_size):
         z = flat[i:i + decode_chunk_size]
-        chunks.append(model.decode_forward(ms.Tensor(np.ascontiguousarray(z)), z.shape[0]).asnumpy())
+        n, _, h, w = z.shape
+        chunks.append(chunk_decoder(model, n, h, w)(ms.Tensor(np.ascontiguousarray(z)), n).asnumpy())
     frames = np.concatenate(chunks, 0)
     return frames.reshape((b, f) + frames.shape[1:]).transpose(0, 2, 1, 3, 4)
+
+
+def chunk_decoder(model: StableVideoDiffusion, n: int, h: int, w: int) -> Callable:
+    """The temporal decoder for a chunk of n latents of h x w: compiled when the chunk fits one graph
+    (``layers.fits_compiled_graph``: small clips; its temporal layers need the whole chunk in it), eager
+    otherwise (real-size chunks, e.g. 14 frames at 576x1024) and with runtime.jit=false."""
+    from toolkit.models.layers import fits_compiled_graph
+
+    ratio = model.vae.spatial_ratio
+    width = model.vae.decoder.conv_out.in_channels  # the widest activations: full size, first block's width
+    if model.decode_compiled is None or not fits_compiled_graph(n, h * ratio, w * ratio, width):
+        return model.vae.decode
+    return model.decode_compiled
