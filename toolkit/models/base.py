@@ -44,3 +44,13 @@ def compile_network(net: nn.Cell):
         if isinstance(cell, GroupNorm):
             cell.fused_below = GroupNorm.fused_below_compiled
     return ms.jit(net.construct)
+
+
+def decoder_fits_one_graph(vae: nn.Cell, frames: int, h: int, w: int) -> bool:
+    """Whether ``vae``'s decoder, given ``frames`` latents of h x w, compiles as one graph
+    (``layers.fits_compiled_graph``): its widest activations are full size (``spatial_ratio`` times the latent)
+    at the width its ``conv_out`` reads."""
+    from toolkit.models.layers import fits_compiled_graph
+
+    ratio = vae.spatial_ratio
+    return fits_compiled_graph(frames, h * ratio, w * ratio, vae.decoder.conv_out.in_channels)

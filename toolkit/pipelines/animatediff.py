@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mindspore as ms
-from mindspore import ops
 import numpy as np
+from mindspore import ops
 
 from toolkit import loading
-from toolkit.models.base import compile_network
+from toolkit.models.base import compile_network, decoder_fits_one_graph
 from toolkit.pipelines.common import (RequestError, Timer, check_int, check_multiple, check_number, check_prompts,
                                       fail, initial_latents, load_array, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, sample
@@ -300,13 +300,9 @@ def decode(model: AnimateDiff, latents: np.ndarray, decode_chunk_size: int, tili
 def frame_decoder(model: AnimateDiff, h: int, w: int) -> Callable:
     """The VAE decode for latents of h x w: the compiled one, one frame at a time (SD's VAE decodes frames
     independently, so a graph of one frame serves every chunk, and its convolutions stay few pieces), when a
-    frame of that size fits one graph (``layers.fits_compiled_graph``: up to ~512x512 at SD's widths); else
+    frame of that size fits one graph (``base.decoder_fits_one_graph``: up to ~512x512 at SD's widths); else
     the eager one, whole chunks (also with runtime.jit=false)."""
-    from toolkit.models.layers import fits_compiled_graph
-
-    ratio = model.vae.spatial_ratio
-    width = model.vae.decoder.conv_out.in_channels  # the widest activations: full size, first block's width
-    if model.decode_compiled is None or not fits_compiled_graph(1, h * ratio, w * ratio, width):
+    if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, 1, h, w):
         return model.vae.decode_latents
 
     def one_at_a_time(z):

@@ -40,7 +40,7 @@ import numpy as np
 
 from toolkit import loading
 from toolkit.guidance import linear_frame_guidance
-from toolkit.models.base import compile_network
+from toolkit.models.base import compile_network, decoder_fits_one_graph
 from toolkit.pipelines.common import (
     RequestError,
     read_model_index,
@@ -347,12 +347,8 @@ def decode(model: StableVideoDiffusion, latents: np.ndarray, decode_chunk_size: 
 
 def chunk_decoder(model: StableVideoDiffusion, n: int, h: int, w: int) -> Callable:
     """The temporal decoder for a chunk of n latents of h x w: compiled when the chunk fits one graph
-    (``layers.fits_compiled_graph``: small clips; its temporal layers need the whole chunk in it), eager
+    (``base.decoder_fits_one_graph``: small clips; its temporal layers need the whole chunk in it), eager
     otherwise (real-size chunks, e.g. 14 frames at 576x1024) and with runtime.jit=false."""
-    from toolkit.models.layers import fits_compiled_graph
-
-    ratio = model.vae.spatial_ratio
-    width = model.vae.decoder.conv_out.in_channels  # the widest activations: full size, first block's width
-    if model.decode_compiled is None or not fits_compiled_graph(n, h * ratio, w * ratio, width):
+    if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, n, h, w):
         return model.vae.decode
     return model.decode_compiled
