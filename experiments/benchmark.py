@@ -492,6 +492,63 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, one chunk)",
               *interleaved(lambda: decode(zm, n).asnumpy(), lambda: ref.decode(zt, num_frames=n).sample,
                            repeats))
+    del ref, vae
+    unet_rows(table, w["unet"], run_dir / "wide", repeats, rng)
+
+
+def unet_rows(table: Table, u: dict, folder: Path, repeats: int, rng) -> None:
+    """One CFG-batch denoiser step of AnimateDiff's motion UNet (an SD 1.5 UNet + MotionAdapter) and of SVD's
+    spatio-temporal UNet at their real widths (fewer resnets per block, a small video), both compiled as the
+    pipelines run them."""
+    import mindspore as ms
+    import numpy as np
+    import torch
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel, UNetSpatioTemporalConditionModel
+
+    from toolkit import loading
+    from toolkit.models.animatediff import load_motion_unet
+    from toolkit.models.base import compile_network
+    from toolkit.models.svd import UNetSpatioTemporalConditionModel as OurSVDUNet
+
+    widths, n, (h, wd) = tuple(u["block_out_channels"]), u["frames"], u["latent"]
+    size = f"{len(widths)} levels {list(widths)}, {u['layers_per_block']} resnet per block, {n} frames at {8 * wd}x{8 * h}"
+    steps = np.array([500.0, 500.0], np.float32)
+
+    torch.manual_seed(0)  # SD 1.5's UNet config (cross-attention 768, 8 heads), fewer resnets
+    sd = UNet2DConditionModel(block_out_channels=widths, layers_per_block=u["layers_per_block"],
+                              cross_attention_dim=768, attention_head_dim=8).eval()
+    adapter = MotionAdapter(block_out_channels=widths, motion_layers_per_block=u["layers_per_block"],
+                            motion_num_attention_heads=8, motion_max_seq_length=32).eval()
+    sd.save_pretrained(str(folder / "sd_unet"))
+    adapter.save_pretrained(str(folder / "adapter"))
+    ref = UNetMotionModel.from_unet2d(sd, adapter).eval()
+    del sd, adapter
+    net, _ = load_motion_unet(folder / "sd_unet", folder / "adapter")
+    forward = compile_network(net)
+    x = rng.standard_normal((2, 4, n, h, wd)).astype(np.float32)
+    ctx = rng.standard_normal((2, 77, 768)).astype(np.float32)
+    args = (ms.Tensor(x), ms.Tensor(steps), ms.Tensor(ctx))
+    tx, tc = torch.from_numpy(x), torch.from_numpy(np.repeat(ctx, n, 0))  # diffusers takes text per frame
+    table.add(f"AnimateDiff: denoiser step at SD 1.5 widths ({size}, CFG batch 2)",
+              *interleaved(lambda: forward(*args).asnumpy(),
+                           lambda: ref(tx, torch.tensor(500), encoder_hidden_states=tc).sample, repeats))
+    del ref, net, forward
+
+    torch.manual_seed(0)  # SVD's UNet config (cross-attention 1024, 5/10/20/20 heads), fewer resnets
+    ref = UNetSpatioTemporalConditionModel(block_out_channels=widths, layers_per_block=u["layers_per_block"],
+                                           num_frames=n).eval()
+    ref.save_pretrained(str(folder / "svd_unet"))
+    net, _ = loading.build_and_load(OurSVDUNet, folder, "svd_unet")
+    forward = compile_network(net)
+    x = rng.standard_normal((2, n, 8, h, wd)).astype(np.float32)
+    emb = rng.standard_normal((2, 1, 1024)).astype(np.float32)
+    ids = np.array([[6.0, 127.0, 0.02]] * 2, np.float32)
+    sig = np.array([0.5, 0.5], np.float32)
+    args = (ms.Tensor(x), ms.Tensor(sig), ms.Tensor(emb), ms.Tensor(ids))
+    tx, te, ti, tt = (torch.from_numpy(a) for a in (x, emb, ids, sig))
+    table.add(f"SVD: denoiser step at SVD widths ({size}, CFG batch 2)",
+              *interleaved(lambda: forward(*args).asnumpy(),
+                           lambda: ref(tx, tt, encoder_hidden_states=te, added_time_ids=ti).sample, repeats))
 
 
 @hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")

@@ -1,7 +1,7 @@
 """The shared fast paths of toolkit/models/layers.py against PyTorch's own operators.
 
 Convolutions take one of five routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, one product of
-gathered patches for strided ones, frame-major batched products for temporal-only kernels, shifted row products
+gathered patches for strided ones, one product of gathered frame rows for temporal-only kernels, shifted row products
 for the rest); group norm and nearest resizing are built from matmuls, gathers and the
 inference BatchNorm kernel. Each route is checked on the geometries the networks use, including the
 awkward ones (odd sizes, batches, temporal padding, strides, a large mean).
@@ -34,10 +34,12 @@ def _conv_case(rng, x_shape, w_shape):
     ((1, 4, 3, 6, 5), (3, 4, 1, 3, 3), ((0, 0), (1, 1), (1, 1)), (1, 1, 1)),  # Winograd, one-frame kernel
     ((2, 3, 9, 8), (5, 3, 3, 3), ((0, 1), (0, 1)), (2, 2)),                 # shifted rows, stride 2, one-sided
     ((2, 3, 8, 8), (5, 3, 2, 2), ((0, 0), (0, 0)), (2, 2)),                 # shifted rows, patchify
-    ((1, 3, 4, 5, 6), (2, 3, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only, frame-major
+    ((1, 3, 4, 5, 6), (2, 3, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only
     ((2, 3, 5, 2, 3), (4, 3, 3, 1, 1), ((2, 0), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only, batch, causal
     ((1, 3, 4, 5, 6), (2, 3, 3, 1, 2), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # shifted rows
-    ((2, 6, 4, 5), (7, 6, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise
+    ((2, 6, 4, 5), (7, 6, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, kernel per sample
+    ((3, 8, 2, 2), (9, 8, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, samples as columns
+    ((1, 4, 3, 5), (5, 4, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, one sample
 ])
 def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
     x, w, b = _conv_case(rng, x_shape, w_shape)

@@ -258,28 +258,38 @@ def _conv_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tu
             out_size)
 
 
+@functools.lru_cache(maxsize=256)
+def _temporal_plan(b: int, c: int, f: int, kt: int, time_pad: tuple) -> Tensor:
+    """For ``conv_temporal``: the (sample, channel, frame) row of the input behind every (tap, channel, sample,
+    output frame), tap-major; padding frames read the zero row at the end (row b * c * f)."""
+    lo, hi = time_pad
+    f_out = f + lo + hi - kt + 1
+    frame = np.arange(f_out)[None, :] + np.arange(kt)[:, None] - lo                       # (kt, f_out)
+    rows = (np.arange(b)[None, None, :, None] * c + np.arange(c)[None, :, None, None]) * f \
+        + frame[:, None, None, :]                                                         # (kt, c, b, f_out)
+    inside = (frame >= 0) & (frame < f)
+    rows = np.where(inside[:, None, None, :], rows, b * c * f)
+    return Tensor(rows.reshape(-1).astype(np.int32))
+
+
 def conv_temporal(x, weight, bias, time_pad: tuple):
-    """A convolution over time only, weight (O, C, kt, 1, 1), stride 1, ``time_pad`` zero frames before/after:
-    the video is laid out frame-major, (B, F, C, H*W), where every frame is a contiguous (C, H*W) matrix, so each
-    tap is one batched product of the kernel with a contiguous run of frames, channels-first, with no layout
-    change per pixel (1.5x the shifted-row route on SVD's temporal layers)."""
+    """A convolution over time only, weight (O, C, kt, 1, 1), stride 1, ``time_pad`` zero frames before/after,
+    as one product: every (channel, frame) of the input is a contiguous row of H*W values, so one gather of rows
+    lays the taps out as (kt * C, B * F_out * H*W) -- tap and channel on the rows -- and the kernel, as
+    (O, kt * C), multiplies it once. No slicing and no copies of the kernel (a compiled graph copies a frame slice
+    slowly: MindSpore's strided slice ran ~31 ms per tap at SVD's widths), channels-first throughout."""
     b, c, f, h, w = x.shape
     o, kt = weight.shape[0], weight.shape[2]
-    frames = swap_middle_axes(x, b, c, f).reshape(b, f, c, h * w)
-    lo, hi = time_pad
-    if lo or hi:
-        parts = ([ops.zeros((b, lo, c, h * w), x.dtype)] if lo else []) + [frames] + \
-            ([ops.zeros((b, hi, c, h * w), x.dtype)] if hi else [])
-        frames = ops.cat(parts, 1)
-    f_out = f + lo + hi - kt + 1
-    out = None
-    for dt in range(kt):
-        kernel = ops.tile(weight[:, :, dt, 0, 0].reshape(1, o, c), (b * f_out, 1, 1))
-        y = ops.bmm(kernel, frames[:, dt:dt + f_out].reshape(b * f_out, c, h * w))
-        out = y if out is None else out + y
-    out = swap_middle_axes(out, b, f_out, o)  # (B, O, F_out, H*W)
+    f_out = f + time_pad[0] + time_pad[1] - kt + 1
+    rows = ops.cat([x.reshape(b * c * f, h * w), ops.zeros((1, h * w), x.dtype)], 0)
+    taps = ops.gather(rows, _temporal_plan(b, c, f, kt, tuple(time_pad)), 0).reshape(kt * c, -1)
+    kernel = permute(weight.reshape(o, c, kt), (0, 2, 1)).reshape(o, kt * c)  # (O, [tap, channel])
+    out = ops.matmul(kernel, taps)                                            # (O, B * F_out * H*W)
+    if b > 1:
+        out = swap_middle_axes(out, 1, o, b)                                  # (B, O, F_out * H*W)
+    out = out.reshape(1, b * o, -1)
     if bias is not None:
-        out = add_channel_bias(out, ops.tile(bias.reshape(1, o), (b, 1)))
+        out = ops.bias_add(out, ops.tile(bias, (b,)))
     return out.reshape(b, o, f_out, h, w)
 
 
@@ -465,6 +475,28 @@ def _winograd_applies(kernel: tuple, padding: tuple, stride: tuple) -> bool:
             and tuple(padding[-2:]) == ((1, 1), (1, 1)))
 
 
+def conv_pointwise(x, weight, bias):
+    """A 1x1 convolution (B, C, *S) -> (B, O, *S), channels-first. One sample: one product. Several: a batched
+    product with the kernel copied per sample (CPU batched products do not broadcast), unless the copies outweigh
+    moving the activations -- O * C > L * (C + O) for L positions per sample (deep levels: 1280 x 2560 kernels over
+    8x8 positions) -- where the samples go side by side as columns of one product instead."""
+    b, c, o = x.shape[0], x.shape[1], weight.shape[0]
+    spatial = tuple(x.shape[2:])
+    positions = x.size // (b * c)
+    kernel = weight.reshape(o, c)
+    if b == 1:
+        out = ops.matmul(kernel, x.reshape(c, positions))
+    elif o * c > positions * (c + o):
+        out = ops.matmul(kernel, swap_middle_axes(x, 1, b, c).reshape(c, b * positions))
+        out = swap_middle_axes(out, 1, o, b)
+    else:
+        out = ops.matmul(kernel.reshape(1, o, c), x.reshape(b, c, positions))
+    out = out.reshape(b, o, positions)
+    if bias is not None:
+        out = ops.bias_add(out, bias)
+    return out.reshape((b, o) + spatial)
+
+
 def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     """An N-d convolution (torch semantics, groups=1) as a sum of shifted matrix products.
 
@@ -486,11 +518,8 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     spatial = tuple(x.shape[2:])
     pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in stride) and \
         all(lo == 0 and hi == 0 for lo, hi in padding)
-    if pointwise:  # a 1x1 conv is one matmul, channels-first: no layout change at all
-        out = ops.matmul(weight.reshape(1, o, c), x.reshape(b, c, -1))
-        if bias is not None:
-            out = ops.bias_add(out, bias)
-        return out.reshape((b, o) + spatial)
+    if pointwise:
+        return conv_pointwise(x, weight, bias)
     if nd == 3 and kernel[1:] == (1, 1) and kernel[0] > 1 and all(st == 1 for st in stride) and \
             all(p == (0, 0) for p in padding[1:]):
         return conv_temporal(x, weight, bias, tuple(padding[0]))
