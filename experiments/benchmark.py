@@ -398,11 +398,13 @@ def _child_wide_rows(cfg: dict, run_dir: str, out):
     """Child process: ``wide_rows`` in a fresh process, both sides. A process that has already run the other
     rows holds a larger, fragmented memory pool, which slowed our VAE decodes there by 10-15%."""
     import mindspore as ms
+    import numpy as np
     import torch
     ms.runtime.launch_blocking()
     torch.set_grad_enabled(False)
     table = Table()
     wide_rows(table, cfg, Path(run_dir))
+    unet_rows(table, cfg["wide"]["unet"], Path(run_dir) / "wide", cfg["wide"]["repeats"], np.random.default_rng(3))
     out.put([{**row, "torch_threads": torch.get_num_threads()} for row in table.rows])
 
 
@@ -492,8 +494,6 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, one chunk)",
               *interleaved(lambda: decode(zm, n).asnumpy(), lambda: ref.decode(zt, num_frames=n).sample,
                            repeats))
-    del ref, vae
-    unet_rows(table, w["unet"], run_dir / "wide", repeats, rng)
 
 
 def unet_rows(table: Table, u: dict, folder: Path, repeats: int, rng) -> None:
@@ -511,7 +511,8 @@ def unet_rows(table: Table, u: dict, folder: Path, repeats: int, rng) -> None:
     from toolkit.models.svd import UNetSpatioTemporalConditionModel as OurSVDUNet
 
     widths, n, (h, wd) = tuple(u["block_out_channels"]), u["frames"], u["latent"]
-    size = f"{len(widths)} levels {list(widths)}, {u['layers_per_block']} resnet per block, {n} frames at {8 * wd}x{8 * h}"
+    size = (f"{len(widths)} levels {list(widths)}, {u['layers_per_block']} resnet per block, "
+            f"{n} frames at {8 * wd}x{8 * h}")
     steps = np.array([500.0, 500.0], np.float32)
 
     torch.manual_seed(0)  # SD 1.5's UNet config (cross-attention 768, 8 heads), fewer resnets
@@ -752,7 +753,8 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "paused. Real runs use one library.",
               "- The small checkpoint's tensors are too small for matmul speed to pay for MindSpore's per-operator "
               "cost; the rows at CogVideoX's real widths show where real runs spend their time.",
-              "- MindSpore 2.10's own CPU convolution is not used: on AVX-512 machines its oneDNN call runs a reference "
+              "- MindSpore 2.10's own CPU convolution is not used: on AVX-512 machines its oneDNN call runs a "
+              "reference "
               "kernel (100-300x slower than PyTorch); see README, Performance.",
               "- AnimateDiff and SVD rows use the test suite's tiny checkpoints (UNet widths 8-64), far below real "
               "widths: there per-operator cost is all there is. Their VAEs are also measured at Stable Diffusion's "
@@ -769,9 +771,9 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "pieces per convolution compiled for 13 minutes and peaked at 3x the memory), so real-size SVD chunks "
               "(e.g. 14 frames at 576x1024) decode eagerly: the eager temporal decoder measured 2.74x PyTorch in the "
               "row 'SVD: VAE decode' before it was compiled. The CogVideoX VAE runs eagerly: compiled, its decoder "
-              "took ~21 s to compile per chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this machine; dict-valued conv "
-              "caches also recompile on every call). Measured since: in a compiled graph a slice of a large tensor "
-              "costs about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: 88 ms compiled, 4.7 ms "
+              "took ~21 s to compile per chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this "
+              "machine; dict-valued conv caches also recompile on every call). Measured since: in a compiled graph "
+              "a slice of a large tensor costs about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: 88 ms compiled, 4.7 ms "
               "eagerly, where it is a view), so the 3-D Winograd convolution, which multiplies row slices per "
               "temporal tap, runs ~7x slower compiled than eagerly.",
               "- Each peak-RSS value is the minimum over fresh processes: single processes of the same decode vary by "
