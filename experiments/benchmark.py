@@ -772,10 +772,10 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "(e.g. 14 frames at 576x1024) decode eagerly: the eager temporal decoder measured 2.74x PyTorch in the "
               "row 'SVD: VAE decode' before it was compiled. The CogVideoX VAE runs eagerly: compiled, its decoder "
               "took ~21 s to compile per chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this "
-              "machine; dict-valued conv caches also recompile on every call). Measured since: in a compiled graph "
-              "a slice of a large tensor costs about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: 88 ms compiled, 4.7 ms "
-              "eagerly, where it is a view), so the 3-D Winograd convolution, which multiplies row slices per "
-              "temporal tap, runs ~7x slower compiled than eagerly.",
+              "machine; dict-valued conv caches also recompile on every call). Measured since: in a compiled graph a "
+              "slice of a large tensor costs about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: "
+              "88 ms compiled, 4.7 ms eagerly, where it is a view), so the 3-D Winograd convolution, which multiplies "
+              "row slices per temporal tap, runs ~7x slower compiled than eagerly.",
               "- Each peak-RSS value is the minimum over fresh processes: single processes of the same decode vary by "
               "20-40% (allocator state). Growth includes MindSpore's eager-mode retention (~1 KB kept per matmul "
               "call, measured in isolation), which grows with the number of decode chunks and tiles.",
