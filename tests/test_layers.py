@@ -147,3 +147,10 @@ def test_channel_bias_is_added_per_sample_and_channel(rng):
     bias = rng.standard_normal((2, 3)).astype(np.float32)
     got = layers.add_channel_bias(Tensor(x), Tensor(bias)).asnumpy()
     np.testing.assert_array_equal(got, x + bias[:, :, None, None])
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_matches_torch_in_both_forms(rng, approximate):
+    x = (rng.standard_normal(10000) * 4).astype(np.float32)
+    ref = F.gelu(torch.from_numpy(x), approximate=approximate).numpy()
+    np.testing.assert_allclose(layers.gelu(Tensor(x), approximate).asnumpy(), ref, atol=3e-6, rtol=1e-6)
