@@ -776,6 +776,11 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "slice of a large tensor costs about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: "
               "88 ms compiled, 4.7 ms eagerly, where it is a view), so the 3-D Winograd convolution, which multiplies "
               "row slices per temporal tap, runs ~7x slower compiled than eagerly.",
+              "- Run to run, this machine moves single rows by 10-20%, ours and the reference alike: the same code's "
+              "'AnimateDiff: VAE decode at widths' row read 1.25x (ours 1.92 s) and 1.53x (ours 2.27 s) in two runs "
+              "an hour apart, while the two code versions side by side in one process took 1.91 s and 1.89 s. A ratio "
+              "within ~15% of a target is met or missed by chance; the denoiser rows at real widths have stayed at "
+              "0.65-0.84x in every run of the current code.",
               "- Each peak-RSS value is the minimum over fresh processes: single processes of the same decode vary by "
               "20-40% (allocator state). Growth includes MindSpore's eager-mode retention (~1 KB kept per matmul "
               "call, measured in isolation), which grows with the number of decode chunks and tiles.",
