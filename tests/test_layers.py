@@ -36,6 +36,7 @@ def _conv_case(rng, x_shape, w_shape):
     ((2, 3, 8, 8), (5, 3, 2, 2), ((0, 0), (0, 0)), (2, 2)),                 # shifted rows, patchify
     ((1, 3, 4, 5, 6), (2, 3, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only
     ((2, 3, 5, 2, 3), (4, 3, 3, 1, 1), ((2, 0), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only, batch, causal
+    ((3, 2, 4, 3, 2), (5, 2, 3, 1, 1), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # temporal only, batch, both sides
     ((1, 3, 4, 5, 6), (2, 3, 3, 1, 2), ((1, 1), (0, 0), (0, 0)), (1, 1, 1)),  # shifted rows
     ((2, 6, 4, 5), (7, 6, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, kernel per sample
     ((3, 8, 2, 2), (9, 8, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, samples as columns
