@@ -486,6 +486,12 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     decode = animatediff.frame_decoder(SimpleNamespace(vae=vae, decode_compiled=compile_network(vae)), h, wd)
     table.add(f"AnimateDiff: VAE decode at widths {list(u['block_out_channels'])} ({size})",
               *interleaved(lambda: decode(zm).asnumpy(), lambda: ref.decode(zt).sample, repeats))
+    tile = u["tile_sample_min_size"]  # diffusers' tiling, at a tile size that splits the frame (its default: 512)
+    ref.enable_tiling()
+    ref.tile_sample_min_size, ref.tile_latent_min_size = tile, tile // 8
+    table.add(f"AnimateDiff: VAE decode at widths {list(u['block_out_channels'])} ({size}), tiled ({tile} px tiles)",
+              *interleaved(lambda: vae.decode_tiled(zm, tile, forward=decode).asnumpy(),
+                           lambda: ref.decode(zt).sample, repeats))
     torch.manual_seed(0)
     ref = RefTemporal(**common).eval()
     ref.save_pretrained(str(run_dir / "wide" / "svd_vae"))
