@@ -421,7 +421,7 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     from diffusers import CogVideoXTransformer3DModel as RefTransformer
 
     from toolkit import loading
-    from toolkit.models.base import compile_network
+    from toolkit.models.base import CompiledParts, compile_network
     from toolkit.models.cogvideox.transformer import CogVideoXTransformer3DModel, rotary_tables_for
     from toolkit.models.cogvideox.vae import AutoencoderKLCogVideoX
 
@@ -500,6 +500,13 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, one chunk)",
               *interleaved(lambda: decode(zm, n).asnumpy(), lambda: ref.decode(zt, num_frames=n).sample,
                            repeats))
+    parts = CompiledParts(vae.decoder.compiled_parts())
+
+    def in_parts():  # the route of chunks too large for one graph (svd.chunk_decoder), on the same chunk
+        with parts:
+            return vae.decode(zm, n).asnumpy()
+    table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, in compiled parts, as real-size "
+              "chunks decode)", *interleaved(in_parts, lambda: ref.decode(zt, num_frames=n).sample, repeats))
 
 
 def unet_rows(table: Table, u: dict, folder: Path, repeats: int, rng) -> None:

@@ -146,20 +146,41 @@ def test_compiled_chunked_decode_matches_diffusers_decode_latents(ref, rng):
     np.testing.assert_allclose(svd.decode(model, latents, 4), expected, atol=ATOL, rtol=0)
 
 
+def _refuse(*args):
+    raise AssertionError("the compiled decoder was called for a chunk that does not fit one graph")
+
+
 def test_chunks_too_large_for_one_graph_decode_eagerly(ref, rng, monkeypatch):
     from toolkit.models import layers
     from toolkit.pipelines import svd
 
     model = svd.load(ref[0], jit=True)
-
-    def refuse(*args):
-        raise AssertionError("the compiled decoder was called for a chunk that does not fit one graph")
-    model.decode_compiled = refuse
+    model.decode_compiled = _refuse
     monkeypatch.setattr(layers, "COMPILED_PIECES_MAX", 0)
     latents = rng.standard_normal((1, 3, 4, 4, 6)).astype(np.float32)
     with torch.no_grad():
         expected = ref[1].decode_latents(torch.from_numpy(latents), 3, decode_chunk_size=3).numpy()
     np.testing.assert_allclose(svd.decode(model, latents, 3), expected, atol=ATOL, rtol=0)
+
+
+def test_chunks_too_large_for_one_graph_decode_in_compiled_parts(ref, rng, monkeypatch):
+    """A chunk that does not fit one graph while one frame does (real-size chunks): the spatial parts run compiled,
+    one frame per call, the temporal halves compiled over the chunk; the frames are diffusers', and the network is
+    itself afterwards."""
+    from toolkit.pipelines import svd
+
+    model = svd.load(ref[0], jit=True)
+    model.decode_compiled = _refuse
+    monkeypatch.setattr(svd, "decoder_fits_one_graph", lambda vae, n, h, w: n == 1)
+    calls = []
+    graph = model.decode_parts.parts[0][4]
+    model.decode_parts.parts[0] = model.decode_parts.parts[0][:4] + (lambda *a: calls.append(1) or graph(*a),)
+    latents = rng.standard_normal((1, 3, 4, 4, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref[1].decode_latents(torch.from_numpy(latents), 3, decode_chunk_size=3).numpy()
+    np.testing.assert_allclose(svd.decode(model, latents, 3), expected, atol=ATOL, rtol=0)
+    assert len(calls) == 3  # conv_in: one graph call per frame
+    assert "conv_in" not in model.vae.decoder.__dict__  # the eager network is restored
 
 
 REAL_VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4, in_channels=3,

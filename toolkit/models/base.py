@@ -5,7 +5,7 @@ import inspect
 import logging
 
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +54,37 @@ def decoder_fits_one_graph(vae: nn.Cell, frames: int, h: int, w: int) -> bool:
 
     ratio = vae.spatial_ratio
     return fits_compiled_graph(frames, h * ratio, w * ratio, vae.decoder.conv_out.in_channels)
+
+
+class CompiledParts:
+    """Compiled calls of a network's parts, swapped in while the network runs eagerly: for a network too large for
+    one graph (a graph unrolls every convolution piece) whose parts each fit one -- SVD's temporal decoder on
+    real-size chunks: its spatial layers run compiled one frame (batch element) per graph call, its temporal layers
+    compiled over the whole clip, and only the glue between them (layout changes, blending) eagerly.
+
+    ``parts``: (owner cell, attribute, listed, per_frame) for each part, ``listed`` when the attribute is a list of
+    one cell, ``per_frame`` for one graph call per batch element. The graphs are made once here (compiled on first
+    use per input size); ``with parts: net(...)`` shadows each attribute on its owner for the duration (the cells,
+    their parameters and their names stay as they are)."""
+
+    def __init__(self, parts):
+        self.parts = []
+        for owner, name, listed, per_frame in parts:
+            cell = getattr(owner, name)
+            self.parts.append((owner, name, listed, per_frame, ms.jit((cell[0] if listed else cell).construct)))
+
+    def __enter__(self):
+        for owner, name, listed, per_frame, graph in self.parts:
+            call = _per_frame(graph) if per_frame else graph
+            object.__setattr__(owner, name, [call] if listed else call)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, *_ in self.parts:
+            owner.__dict__.pop(name, None)
+
+
+def _per_frame(graph):
+    def call(x, *args):
+        return ops.cat([graph(x[i:i + 1], *args) for i in range(x.shape[0])], 0)
+    return call

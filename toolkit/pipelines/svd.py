@@ -40,7 +40,7 @@ import numpy as np
 
 from toolkit import loading
 from toolkit.guidance import linear_frame_guidance
-from toolkit.models.base import compile_network, decoder_fits_one_graph
+from toolkit.models.base import CompiledParts, compile_network, decoder_fits_one_graph
 from toolkit.pipelines.common import (
     RequestError,
     read_model_index,
@@ -247,6 +247,7 @@ class StableVideoDiffusion:
     dtype: Any = ms.float32
     forward: Callable = None  # the (possibly jit-compiled) UNet call
     decode_compiled: Callable | None = None  # compile_network(vae) with runtime.jit=true: (latents, num_frames)
+    decode_parts: Any = None  # base.CompiledParts of the decoder (per-frame and per-clip parts), runtime.jit=true
     embed_cache: dict = field(default_factory=dict)  # CLIP image embeddings by image content
 
 
@@ -261,7 +262,8 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     forward = compile_network(unet) if jit else unet
     # compiled, the temporal decoder runs 1.6-1.7x faster than eagerly (one compile per chunk length: seconds)
     decode_compiled = compile_network(vae) if jit else None
-    return StableVideoDiffusion(cfg, unet, vae, image_encoder, dtype, forward, decode_compiled)
+    parts = CompiledParts(vae.decoder.compiled_parts()) if jit else None
+    return StableVideoDiffusion(cfg, unet, vae, image_encoder, dtype, forward, decode_compiled, parts)
 
 
 def encode_image(model: StableVideoDiffusion, clip_pixels: np.ndarray, batch: int) -> np.ndarray:
@@ -347,8 +349,16 @@ def decode(model: StableVideoDiffusion, latents: np.ndarray, decode_chunk_size: 
 
 def chunk_decoder(model: StableVideoDiffusion, n: int, h: int, w: int) -> Callable:
     """The temporal decoder for a chunk of n latents of h x w: compiled when the chunk fits one graph
-    (``base.decoder_fits_one_graph``: small clips; its temporal layers need the whole chunk in it), eager
-    otherwise (real-size chunks, e.g. 14 frames at 576x1024) and with runtime.jit=false."""
-    if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, n, h, w):
+    (``base.decoder_fits_one_graph``: small clips; its temporal layers need the whole chunk in it); else, when one
+    frame fits, in compiled parts (spatial layers one frame per graph call, temporal layers over the chunk) joined
+    eagerly (real-size chunks, e.g. 14 frames at 576x1024); eager throughout otherwise and with runtime.jit=false."""
+    if model.decode_compiled is None:
         return model.vae.decode
-    return model.decode_compiled
+    if decoder_fits_one_graph(model.vae, n, h, w):
+        return model.decode_compiled
+    if decoder_fits_one_graph(model.vae, 1, h, w):
+        def decode(z, num_frames):
+            with model.decode_parts:
+                return model.vae.decode(z, num_frames)
+        return decode
+    return model.vae.decode

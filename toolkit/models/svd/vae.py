@@ -86,6 +86,18 @@ class TemporalDecoder(nn.Cell):
         self.conv_out = Conv2d(block_out_channels[0], out_channels, 3, padding=1)
         self.time_conv_out = Conv3d(out_channels, out_channels, (3, 1, 1), padding=(1, 0, 0))
 
+    def compiled_parts(self) -> list:
+        """(owner, attribute, listed, per_frame) of the parts to compile separately (for ``base.CompiledParts``)
+        when the whole decoder does not fit one graph: per frame, the parts that see one frame at a time (conv_in,
+        the spatial half of every resnet, the mid-block attention, the up-samplers, conv_norm_out, conv_out); over
+        the whole clip, the temporal half of every resnet (its (3, 1, 1) convolutions run in one piece)."""
+        parts = [(self, "conv_in", False, True), (self.mid_block, "attentions", True, True),
+                 (self, "conv_norm_out", False, True), (self, "conv_out", False, True)]
+        for block in [self.mid_block, *self.up_blocks]:
+            parts += [(resnet, "spatial_res_block", False, True) for resnet in block.resnets]
+            parts += [(resnet, "temporal_res_block", False, False) for resnet in block.resnets]
+        return parts + [(block, "upsamplers", True, True) for block in self.up_blocks if block.upsamplers is not None]
+
     def construct(self, sample, num_frames: int):
         sample = self.mid_block(self.conv_in(sample), num_frames)
         for block in self.up_blocks:
