@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -687,7 +688,8 @@ def _label(stage: str, keyword: str) -> str:
     """'SVD (tiny, ...): VAE decode (...)' -> 'SVD'; 'VAE decode, tiled (48x40 px tiles)' -> 'CogVideoX tiled'."""
     family, _, rest = stage.rpartition(": ")
     detail = rest.replace(keyword, "").split(" (")[0].strip(" ,")
-    return f"{family.split(' (')[0] if family else 'CogVideoX'} {detail or 'small checkpoint'}"
+    route = [w for w in ("tiled", "in compiled parts") if re.search(rf"(?<!un){w}", rest) and w not in detail]
+    return f"{family.split(' (')[0] if family else 'CogVideoX'} {', '.join([detail or 'small checkpoint'] + route)}"
 
 
 def target_lines(rows, memory) -> list[str]:
@@ -782,19 +784,21 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "while their convolutions run in few pieces (layers.fits_compiled_graph). A graph unrolls every "
               "convolution piece and MindSpore refuses graphs past its call-depth limit (raised, a decode of ~340 "
               "pieces per convolution compiled for 13 minutes and peaked at 3x the memory), so real-size SVD chunks "
-              "(e.g. 14 frames at 576x1024) decode eagerly: the eager temporal decoder measured 2.74x PyTorch in the "
-              "row 'SVD: VAE decode' before it was compiled, and 2.13x (4.71 s vs 2.21 s, min of 3, one process) since"
-              " its temporal convolutions became one product each. The CogVideoX VAE runs eagerly: compiled, its "
-              "decoder took ~21 s to compile per chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, "
-              "this machine; dict-valued conv caches also recompile on every call). Measured since: in a compiled "
-              "graph a slice of a large tensor costs about a copy of the whole tensor (a 40000-row slice of a 491 MB "
-              "tensor: 88 ms compiled, 4.7 ms eagerly, where it is a view), so the 3-D Winograd convolution, which "
-              "multiplies row slices per temporal tap, runs ~7x slower compiled than eagerly.",
+              "(e.g. 14 frames at 576x1024) decode in compiled parts (base.CompiledParts: the spatial layers one frame"
+              " per graph call, the temporal halves over the chunk, only the glue eager; the row 'in compiled parts' "
+              "runs that route on a chunk that would fit): fully eager, the temporal decoder measured 2.74x PyTorch "
+              "before it was compiled, 2.13x (4.71 s vs 2.21 s, min of 3, one process) once its temporal convolutions "
+              "were one product each. The CogVideoX VAE runs eagerly: compiled, its decoder took ~21 s to compile per "
+              "chunk shape and then ran ~3.6x slower than eager (MindSpore 2.10, this machine; dict-valued conv caches"
+              " also recompile on every call). Measured since: in a compiled graph a slice of a large tensor costs "
+              "about a copy of the whole tensor (a 40000-row slice of a 491 MB tensor: 88 ms compiled, 4.7 ms eagerly,"
+              " where it is a view), so the 3-D Winograd convolution, which multiplies row slices per temporal tap, "
+              "runs ~7x slower compiled than eagerly.",
               "- Run to run, this machine moves single rows by 10-20%, ours and the reference alike: the same code's "
               "'AnimateDiff: VAE decode at widths' row read 1.25x (ours 1.92 s) and 1.53x (ours 2.27 s) in two runs "
               "an hour apart, while the two code versions side by side in one process took 1.91 s and 1.89 s. A ratio "
               "within ~15% of a target is met or missed by chance; the denoiser rows at real widths have stayed at "
-              "0.65-0.84x in every run of the current code.",
+              "0.63-0.84x in every run of the current code.",
               "- Each peak-RSS value is the minimum over fresh processes: single processes of the same decode vary by "
               "20-40% (allocator state). Growth includes MindSpore's eager-mode retention (~1 KB kept per matmul "
               "call, measured in isolation), which grows with the number of decode chunks and tiles.",
