@@ -91,10 +91,12 @@ def settled(fn):
 
 
 def timed(fn):
-    time.sleep(SETTLE_SECONDS)
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    """Seconds fn() takes, started after the pause (see SETTLE_SECONDS)."""
+    def run():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    return settled(run)
 
 
 def interleaved(ours, ref, repeats: int, warmup: int = 1):
@@ -501,13 +503,11 @@ def wide_rows(table: Table, cfg: dict, run_dir: Path) -> None:
     table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, one chunk)",
               *interleaved(lambda: decode(zm, n).asnumpy(), lambda: ref.decode(zt, num_frames=n).sample,
                            repeats))
-    parts = CompiledParts(vae.decoder.compiled_parts())
-
-    def in_parts():  # the route of chunks too large for one graph (svd.chunk_decoder), on the same chunk
-        with parts:
-            return vae.decode(zm, n).asnumpy()
+    # the route svd.chunk_decoder takes for chunks too large for one graph, on the same chunk
+    in_parts = CompiledParts(vae.decoder.compiled_parts()).around(vae.decode)
     table.add(f"SVD: VAE decode at widths {list(u['block_out_channels'])} ({size}, in compiled parts, as real-size "
-              "chunks decode)", *interleaved(in_parts, lambda: ref.decode(zt, num_frames=n).sample, repeats))
+              "chunks decode)", *interleaved(lambda: in_parts(zm, n).asnumpy(),
+                                             lambda: ref.decode(zt, num_frames=n).sample, repeats))
 
 
 def unet_rows(table: Table, u: dict, folder: Path, repeats: int, rng) -> None:
@@ -769,8 +769,7 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "- The small checkpoint's tensors are too small for matmul speed to pay for MindSpore's per-operator "
               "cost; the rows at CogVideoX's real widths show where real runs spend their time.",
               "- MindSpore 2.10's own CPU convolution is not used: on AVX-512 machines its oneDNN call runs a "
-              "reference "
-              "kernel (100-300x slower than PyTorch); see README, Performance.",
+              "reference kernel (100-300x slower than PyTorch); see README, Performance.",
               "- AnimateDiff and SVD rows use the test suite's tiny checkpoints (UNet widths 8-64), far below real "
               "widths: there per-operator cost is all there is. Their VAEs are also measured at Stable Diffusion's "
               "widths (the rows 'at widths [128, 256, 512, 512]').",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from typing import Callable
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -69,13 +70,13 @@ class CompiledParts:
 
     def __init__(self, parts):
         self.parts = []
-        for owner, name, listed, per_frame in parts:
+        for owner, name, listed, frames in parts:
             cell = getattr(owner, name)
-            self.parts.append((owner, name, listed, per_frame, ms.jit((cell[0] if listed else cell).construct)))
+            self.parts.append((owner, name, listed, frames, ms.jit((cell[0] if listed else cell).construct)))
 
     def __enter__(self):
-        for owner, name, listed, per_frame, graph in self.parts:
-            call = _per_frame(graph) if per_frame else graph
+        for owner, name, listed, frames, graph in self.parts:
+            call = per_frame(graph) if frames else graph
             object.__setattr__(owner, name, [call] if listed else call)
         return self
 
@@ -83,8 +84,18 @@ class CompiledParts:
         for owner, name, *_ in self.parts:
             owner.__dict__.pop(name, None)
 
+    def around(self, fn: Callable) -> Callable:
+        """``fn`` (the eager network call) run with the compiled parts swapped in."""
+        def call(*args):
+            with self:
+                return fn(*args)
+        return call
 
-def _per_frame(graph):
+
+def per_frame(graph: Callable) -> Callable:
+    """``graph`` called once per batch element (frame) of its first argument, the results joined on that axis:
+    one compiled graph, of one frame, serves inputs of any frame count."""
     def call(x, *args):
-        return ops.cat([graph(x[i:i + 1], *args) for i in range(x.shape[0])], 0)
+        outs = [graph(x[i:i + 1], *args) for i in range(x.shape[0])]
+        return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
     return call

@@ -287,9 +287,9 @@ def conv_temporal(x, weight, bias, time_pad: tuple):
     out = ops.matmul(kernel, taps)                                            # (O, B * F_out * H*W)
     if b > 1:
         out = swap_middle_axes(out, 1, o, b)                                  # (B, O, F_out * H*W)
-    out = out.reshape(1, b * o, -1)
+    out = out.reshape(b, o, -1)
     if bias is not None:
-        out = ops.bias_add(out, ops.tile(bias, (b,)))
+        out = ops.bias_add(out, bias)
     return out.reshape(b, o, f_out, h, w)
 
 

@@ -23,10 +23,9 @@ from typing import Any, Callable
 
 import mindspore as ms
 import numpy as np
-from mindspore import ops
 
 from toolkit import loading
-from toolkit.models.base import compile_network, decoder_fits_one_graph
+from toolkit.models.base import compile_network, decoder_fits_one_graph, per_frame
 from toolkit.pipelines.common import (RequestError, Timer, check_int, check_multiple, check_number, check_prompts,
                                       fail, initial_latents, load_array, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, sample
@@ -304,8 +303,4 @@ def frame_decoder(model: AnimateDiff, h: int, w: int) -> Callable:
     the eager one, whole chunks (also with runtime.jit=false)."""
     if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, 1, h, w):
         return model.vae.decode_latents
-
-    def one_at_a_time(z):
-        outs = [model.decode_compiled(z[i:i + 1]) for i in range(z.shape[0])]
-        return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
-    return one_at_a_time
+    return per_frame(model.decode_compiled)

@@ -357,8 +357,5 @@ def chunk_decoder(model: StableVideoDiffusion, n: int, h: int, w: int) -> Callab
     if decoder_fits_one_graph(model.vae, n, h, w):
         return model.decode_compiled
     if decoder_fits_one_graph(model.vae, 1, h, w):
-        def decode(z, num_frames):
-            with model.decode_parts:
-                return model.vae.decode(z, num_frames)
-        return decode
+        return model.decode_parts.around(model.vae.decode)
     return model.vae.decode
