@@ -1,7 +1,7 @@
 """The shared fast paths of toolkit/models/layers.py against PyTorch's own operators.
 
 Convolutions take one of five routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, one product of
-gathered patches for strided ones, one product of gathered frame rows for temporal-only kernels, shifted row products
+gathered patches for strided ones and for few input channels, one product of gathered frame rows for temporal-only kernels, shifted row products
 for the rest); group norm and nearest resizing are built from matmuls, gathers and the
 inference BatchNorm kernel. Each route is checked on the geometries the networks use, including the
 awkward ones (odd sizes, batches, temporal padding, strides, a large mean).
@@ -41,6 +41,8 @@ def _conv_case(rng, x_shape, w_shape):
     ((2, 6, 4, 5), (7, 6, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, kernel per sample
     ((3, 8, 2, 2), (9, 8, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, samples as columns
     ((1, 4, 3, 5), (5, 4, 1, 1), ((0, 0), (0, 0)), (1, 1)),                 # pointwise, one sample
+    ((1, 2, 3, 5, 4), (60, 2, 3, 3, 3), ((2, 0), (1, 1), (1, 1)), (1, 1, 1)),  # patches: few inputs, causal pad
+    ((2, 1, 5, 6), (12, 1, 3, 3), ((1, 1), (1, 1)), (1, 1)),                # patches: few inputs, batch
 ])
 def test_convolution_matches_torch(rng, x_shape, w_shape, padding, stride):
     x, w, b = _conv_case(rng, x_shape, w_shape)
@@ -77,13 +79,17 @@ def test_strided_convolution_matches_torch_by_both_routes(rng, monkeypatch, x_sh
 ROW_PAIR = 4 * 16 * 3 * 5 * 4  # bytes of Winograd temporaries per two output rows: width 6, 5 channels
 
 
-@pytest.mark.parametrize("budget, first_piece", [(2 * 3 * ROW_PAIR, ((0, 2), (0, 5))),  # two whole frames
-                                                 (ROW_PAIR, ((0, 1), (0, 2)))])        # two rows of one frame
+@pytest.mark.parametrize("budget, band_tiles, first_piece", [
+    (2 * 3 * ROW_PAIR, 10 ** 9, ((0, 2), (0, 5))),  # two whole frames
+    (ROW_PAIR, 10 ** 9, ((0, 1), (0, 2))),          # two rows of one frame
+    (6 * ROW_PAIR, 12, ((0, 4), (0, 2))),           # two rows across all frames (4 output, 6 input frames)
+])
 @pytest.mark.parametrize("batched", [0, 2 ** 40])  # one product per (tile element, tap), or batched per tap
-def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, first_piece, batched):
+def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, band_tiles, first_piece, batched):
     monkeypatch.setattr(layers, "WINOGRAD_PIECE_BYTES", budget)
     monkeypatch.setattr(layers, "WINOGRAD_BATCHED_BYTES", batched)
-    assert layers._winograd_pieces(4, 5, 6, 5, budget)[0] == first_piece
+    monkeypatch.setattr(layers, "WINOGRAD_BAND_MIN_TILES", band_tiles)
+    assert layers._winograd_pieces(4, 5, 6, 5, budget, 3, band_tiles)[0] == first_piece
     x, w, b = _conv_case(rng, (1, 5, 4, 5, 6), (4, 5, 3, 3, 3))
     ours = conv_shifted_matmul(Tensor(x), Tensor(w), Tensor(b), ((2, 0), (1, 1), (1, 1)), (1, 1, 1)).asnumpy()
     ref = F.conv3d(F.pad(torch.from_numpy(x), (1, 1, 1, 1, 2, 0)), torch.from_numpy(w), torch.from_numpy(b))

@@ -352,6 +352,9 @@ WINOGRAD_PIECE_BYTES = 2 ** 28
 # (fewer operators: faster for small inputs, and MindSpore 2.10 keeps ~1 KB per eager matmul call); larger
 # pieces run one product per (tile element, tap) on slices, which copies nothing.
 WINOGRAD_BATCHED_BYTES = 2 ** 23
+# With temporal taps, bands of rows across all frames (no input tile transformed twice) while a band has this many
+# tiles: thinner bands' products run slower (a (1728, 256) x (256, 128) product at 107 GFLOP/s, (17280, 256) at 258).
+WINOGRAD_BAND_MIN_TILES = 2048
 
 
 @functools.lru_cache(maxsize=1024)
@@ -378,13 +381,24 @@ def _winograd_plan(t: int, h: int, w: int, kt: int, time_pad: tuple, frames: tup
 
 
 @functools.lru_cache(maxsize=1024)  # also keeps it host-side Python under mindspore.jit
-def _winograd_pieces(t_out: int, h: int, w: int, width: int, budget: int) -> tuple:
-    """(frames, rows) ranges covering the output, in (frame, row) order, each within the byte budget
-    (four live temporaries of 16 tile elements per 2x2 output pixels, ``width`` channels, float32)."""
-    per_row_pair = 4 * 16 * ((w + 1) // 2) * width * 4
+def _winograd_pieces(t_out: int, h: int, w: int, width: int, budget: int, kt: int = 1,
+                     min_tiles: int = 2048) -> tuple:
+    """(frames, rows) ranges covering the output, each within the byte budget (four live temporaries of 16
+    tile elements per 2x2 output pixels, ``width`` channels, float32): whole frames while a frame fits, else
+    bands of rows. With ``kt`` > 1 temporal taps a piece of n output frames transforms n + kt - 1 input frames,
+    so when not all frames fit one piece, bands of rows across all frames come first (every input tile is
+    transformed once, not up to kt times), while a band still has ``min_tiles`` tiles (products that large
+    run near full speed)."""
+    tw = (w + 1) // 2
+    per_row_pair = 4 * 16 * tw * width * 4
     per_frame = per_row_pair * ((h + 1) // 2)
-    if per_frame <= budget:
-        n = max(1, budget // per_frame)
+    n = budget // per_frame  # whole frames per piece
+    if n >= t_out or (kt == 1 and n >= 1):
+        return tuple(((f, min(f + n, t_out)), (0, h)) for f in range(0, t_out, n))
+    pairs = budget // (per_row_pair * (t_out + kt - 1))  # tile rows of a band across all frames
+    if kt > 1 and pairs >= 1 and pairs * tw * t_out >= min_tiles:
+        return tuple(((0, t_out), (y, min(y + 2 * pairs, h))) for y in range(0, h, 2 * pairs))
+    if n >= 1:
         return tuple(((f, min(f + n, t_out)), (0, h)) for f in range(0, t_out, n))
     band = 2 * max(1, budget // per_row_pair)  # even, so every band starts a tile row
     return tuple(((f, f + 1), (y, min(y + band, h))) for f in range(t_out) for y in range(0, h, band))
@@ -441,8 +455,9 @@ def _winograd_sample(x, kernels, bias, time_pad: tuple):
         _, _, t, h, w = x.shape
     t_out = t + time_pad[0] + time_pad[1] - kt + 1
     flat = _rows_and_zero(x)
+    ranges = _winograd_pieces(t_out, h, w, max(c, o), WINOGRAD_PIECE_BYTES, kt, WINOGRAD_BAND_MIN_TILES)
     pieces = []
-    for frames, rows in _winograd_pieces(t_out, h, w, max(c, o), WINOGRAD_PIECE_BYTES):
+    for frames, rows in ranges:
         source, tiles, computed, keep = _winograd_plan(t, h, w, kt, time_pad, frames, rows)
         tiles_in = ops.matmul(_WINO_IN, ops.gather(flat, source, 0).reshape(16, -1)).reshape(16, -1, c)
         # temporal tap dt reads the tiles dt frames later, a row range of every tile element
@@ -463,11 +478,23 @@ def _winograd_sample(x, kernels, bias, time_pad: tuple):
                 per_element.append(acc)
             products = ops.stack(per_element, 0)
         out = ops.matmul(_WINO_OUT, products.reshape(16, -1)).reshape(-1, o)
-        pieces.append(ops.gather(out, keep, 0))
-    out = pieces[0] if len(pieces) == 1 else ops.cat(pieces, 0)
+        pieces.append(ops.gather(out, keep, 0).reshape(frames[1] - frames[0], -1, o))
+    out = _join_pieces(pieces, ranges).reshape(-1, o)
     if bias is not None:
         out = ops.bias_add(out, bias)
     return channels_first(out, t, (h, w)) if planar else channels_first(out, 1, (t_out, h, w))
+
+
+def _join_pieces(pieces: list, ranges: tuple):
+    """Pieces of (frames, rows * width, O) in ``ranges`` order -> (frames, height * width, O): the row bands of
+    one frame range side by side, then the frame ranges one after another."""
+    groups, start = [], 0
+    for i in range(1, len(ranges) + 1):
+        if i == len(ranges) or ranges[i][0] != ranges[start][0]:
+            band = pieces[start:i]
+            groups.append(band[0] if len(band) == 1 else ops.cat(band, 1))
+            start = i
+    return groups[0] if len(groups) == 1 else ops.cat(groups, 0)
 
 
 def _winograd_applies(kernel: tuple, padding: tuple, stride: tuple) -> bool:
@@ -523,6 +550,9 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     if nd == 3 and kernel[1:] == (1, 1) and kernel[0] > 1 and all(st == 1 for st in stride) and \
             all(p == (0, 0) for p in padding[1:]):
         return conv_temporal(x, weight, bias, tuple(padding[0]))
+    if all(st == 1 for st in stride) and int(np.prod(kernel)) * c <= o and \
+            int(np.prod(kernel)) * x.size * 4 <= PATCHES_MAX_BYTES:  # few inputs (a conv_in): one product of patches
+        return conv_gathered_patches(x, weight, bias, padding, stride)
     if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
         return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
     if any(st > 1 for st in stride):
