@@ -1,8 +1,8 @@
 """The shared fast paths of toolkit/models/layers.py against PyTorch's own operators.
 
 Convolutions take one of five routes (a 1x1 matmul, Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1, one product of
-gathered patches for strided ones and for few input channels, one product of gathered frame rows for temporal-only kernels, shifted row products
-for the rest); group norm and nearest resizing are built from matmuls, gathers and the
+gathered patches for strided ones and for few input channels, one product of gathered frame rows for temporal-only
+kernels, shifted row products for the rest); group norm and nearest resizing are built from matmuls, gathers and the
 inference BatchNorm kernel. Each route is checked on the geometries the networks use, including the
 awkward ones (odd sizes, batches, temporal padding, strides, a large mean).
 """
