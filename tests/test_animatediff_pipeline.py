@@ -156,17 +156,24 @@ def test_decoding_in_frame_chunks_matches_diffusers_decode_latents(ref, loaded, 
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
 
 
-def test_compiled_decoding_one_frame_at_a_time_matches_diffusers_decode_latents(ref):
-    """runtime.jit=true: the compiled VAE decodes one frame at a time, one graph for every chunk."""
+@pytest.mark.parametrize("chunk_fits", [True, False])
+def test_compiled_decoding_matches_diffusers_decode_latents(ref, monkeypatch, chunk_fits):
+    """runtime.jit=true: the compiled VAE decodes a chunk that fits one graph in one call, a larger one one frame
+    per call (one graph for every chunk)."""
     import torch
 
     from toolkit.pipelines import animatediff as family
     base, adapter, pipe = ref
     model = family.load(base, jit=True, motion_adapter=adapter)
+    monkeypatch.setattr(family, "decoder_fits_one_graph", lambda vae, n, h, w: chunk_fits or n == 1)
+    batches = []
+    graph = model.decode_compiled
+    model.decode_compiled = lambda z: batches.append(z.shape[0]) or graph(z)
     z = np.random.default_rng(5).standard_normal((1, 4, 5, 8, 6)).astype(np.float32)
     with torch.no_grad():
         expected = pipe.decode_latents(torch.from_numpy(z), decode_chunk_size=3).numpy()
     np.testing.assert_allclose(family.decode(model, z, 3, {"enabled": False}), expected, atol=ATOL, rtol=0)
+    assert batches == ([3, 2] if chunk_fits else [1] * 5)
 
 
 def test_tiled_decoding_matches_diffusers_vae_tiling(ref, loaded):

@@ -297,10 +297,17 @@ def decode(model: AnimateDiff, latents: np.ndarray, decode_chunk_size: int, tili
 
 
 def frame_decoder(model: AnimateDiff, h: int, w: int) -> Callable:
-    """The VAE decode for latents of h x w: the compiled one, one frame at a time (SD's VAE decodes frames
-    independently, so a graph of one frame serves every chunk, and its convolutions stay few pieces), when a
-    frame of that size fits one graph (``base.decoder_fits_one_graph``: up to ~512x512 at SD's widths); else
-    the eager one, whole chunks (also with runtime.jit=false)."""
+    """The VAE decode for latents of h x w: compiled when one frame of that size fits one graph
+    (``base.decoder_fits_one_graph``: up to ~512x512 at SD's widths), else eager, whole chunks (also with
+    runtime.jit=false). Compiled, a chunk that fits one graph is one graph call (the per-call cost is paid once: 8
+    small frames 12 ms instead of 42 ms; 4 frames at 128x128 and SD's widths 11% faster), a larger chunk one call
+    per frame (SD's VAE decodes frames independently, and a frame's convolutions stay few pieces)."""
     if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, 1, h, w):
         return model.vae.decode_latents
-    return per_frame(model.decode_compiled)
+    one_frame = per_frame(model.decode_compiled)
+
+    def decode(z):
+        if decoder_fits_one_graph(model.vae, z.shape[0], z.shape[2], z.shape[3]):
+            return model.decode_compiled(z)
+        return one_frame(z)
+    return decode
