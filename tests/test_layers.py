@@ -96,6 +96,28 @@ def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, band_tiles, f
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, budget, band_tiles", [
+    ((3, 5, 5, 6), (4, 5, 3, 3), ROW_PAIR, 12),                 # 2-D, bands of rows of every frame
+    ((1, 5, 4, 5, 6), (4, 5, 3, 3, 3), 6 * ROW_PAIR, 12),       # temporal taps, bands across all frames
+    ((1, 5, 4, 5, 6), (4, 5, 3, 3, 3), 6 * ROW_PAIR, 10 ** 9),  # temporal taps, two whole frames a piece
+])
+def test_winograd_in_pieces_compiled_equals_eager(rng, monkeypatch, x_shape, w_shape, budget, band_tiles):
+    """Under mindspore.jit the pieces are unrolled into the graph and joined as eagerly."""
+    import mindspore as ms
+
+    monkeypatch.setattr(layers, "WINOGRAD_PIECE_BYTES", budget)
+    monkeypatch.setattr(layers, "WINOGRAD_BAND_MIN_TILES", band_tiles)
+    x, w, b = _conv_case(rng, x_shape, w_shape)
+    padding = ((1, 1),) * (len(x_shape) - 2) if len(x_shape) == 4 else ((2, 0), (1, 1), (1, 1))
+    stride = (1,) * (len(x_shape) - 2)
+    weight, bias = Tensor(w), Tensor(b)
+
+    def conv(v):
+        return conv_shifted_matmul(v, weight, bias, padding, stride)
+    eager = conv(Tensor(x)).asnumpy()
+    np.testing.assert_allclose(ms.jit(conv)(Tensor(x)).asnumpy(), eager, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("frames, height, width, fits", [
     (4, 128, 128, True),    # the benchmark's SD/SVD VAE decode at real widths
     (1, 512, 512, True),    # one AnimateDiff frame at 512x512
