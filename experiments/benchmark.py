@@ -779,8 +779,8 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
               "(PyTorch ran single-threaded, 2x slower, in them): the benchmark's child processes start without it.",
               "- SD's VAE (AnimateDiff) and SVD's temporal decoder are compiled with mindspore.jit, as the pipelines "
               "run them by default (1.5-1.8x faster than eager at real widths; the warm-up repetition compiles, a few "
-              "seconds per shape): whole chunks while their convolutions run in few pieces (layers.fits_compiled_graph),"
-              " else AnimateDiff's one frame per graph call. A graph unrolls every "
+              "seconds per shape): whole chunks while their convolutions run in few pieces "
+              "(layers.fits_compiled_graph), else AnimateDiff's one frame per graph call. A graph unrolls every "
               "convolution piece and MindSpore refuses graphs past its call-depth limit (raised, a decode of ~340 "
               "pieces per convolution compiled for 13 minutes and peaked at 3x the memory), so real-size SVD chunks "
               "(e.g. 14 frames at 576x1024) decode in compiled parts (base.CompiledParts: the spatial layers one frame"
