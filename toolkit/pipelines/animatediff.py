@@ -296,18 +296,27 @@ def decode(model: AnimateDiff, latents: np.ndarray, decode_chunk_size: int, tili
     return frames.reshape((b, f) + frames.shape[1:]).transpose(0, 2, 1, 3, 4)
 
 
+# a compiled chunk decode holds the whole chunk's activations (~2.5x diffusers' peak: 8 frames at 256x256 took
+# 4.6 GB); chunks whose widest activation (the decoder's top level) stays under this size are one graph call
+CHUNK_GRAPH_BYTES = 2 ** 26
+
+
 def frame_decoder(model: AnimateDiff, h: int, w: int) -> Callable:
     """The VAE decode for latents of h x w: compiled when one frame of that size fits one graph
     (``base.decoder_fits_one_graph``: up to ~512x512 at SD's widths), else eager, whole chunks (also with
-    runtime.jit=false). Compiled, a chunk that fits one graph is one graph call (the per-call cost is paid once: 8
-    small frames 12 ms instead of 42 ms; 4 frames at 128x128 and SD's widths 11% faster), a larger chunk one call
-    per frame (SD's VAE decodes frames independently, and a frame's convolutions stay few pieces)."""
+    runtime.jit=false). Compiled, a small chunk -- one that fits one graph with its widest activation under
+    ``CHUNK_GRAPH_BYTES`` -- is one graph call (the per-call cost is paid once: 8 small frames 12 ms instead of
+    42 ms; 4 frames at 128x128 and SD's widths 11% faster); a larger chunk one call per frame (SD's VAE decodes
+    frames independently, and one frame's memory and convolution pieces stay few)."""
     if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, 1, h, w):
         return model.vae.decode_latents
     one_frame = per_frame(model.decode_compiled)
+    ratio, width = model.vae.spatial_ratio, model.vae.decoder.conv_out.in_channels
 
     def decode(z):
-        if decoder_fits_one_graph(model.vae, z.shape[0], z.shape[2], z.shape[3]):
+        n, _, zh, zw = z.shape
+        if n * width * zh * zw * ratio * ratio * 4 <= CHUNK_GRAPH_BYTES and \
+                decoder_fits_one_graph(model.vae, n, zh, zw):
             return model.decode_compiled(z)
         return one_frame(z)
     return decode
