@@ -610,20 +610,28 @@ def _tuple(v, nd: int) -> tuple:
     return (v,) * nd if isinstance(v, int) else tuple(v)
 
 
-class Conv2d(nn.Conv2d):
-    """torch.nn.Conv2d(in, out, k, stride, padding) with bias; weight (out, in, kh, kw). Computed by
-    ``conv_shifted_matmul`` (MindSpore's CPU conv kernels are far slower than its matmul)."""
+class _MatmulConvolution:
+    """What ``Conv2d`` and ``Conv3d`` share: torch's padding argument kept as (lo, hi) pairs per spatial dim, and
+    the forward by ``conv_shifted_matmul`` (MindSpore's CPU conv kernels are far slower than its matmul). The
+    MindSpore base class makes the ``weight``/``bias`` parameters."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        self.pad_pairs = _pairs(padding, 2)
-        self.stride_tuple = _tuple(stride, 2)
+    def _padded_init(self, base, nd, in_channels, out_channels, kernel_size, stride, padding, bias):
+        self.pad_pairs = _pairs(padding, nd)
+        self.stride_tuple = _tuple(stride, nd)
         flat = tuple(p for pair in self.pad_pairs for p in pair)
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                         padding=flat, has_bias=bias)
+        base.__init__(self, in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=flat,
+                      has_bias=bias)
 
     def construct(self, x):
         return conv_shifted_matmul(x, self.weight, self.bias if self.has_bias else None, self.pad_pairs,
                                    self.stride_tuple)
+
+
+class Conv2d(_MatmulConvolution, nn.Conv2d):
+    """torch.nn.Conv2d(in, out, k, stride, padding) with bias; weight (out, in, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        self._padded_init(nn.Conv2d, 2, in_channels, out_channels, kernel_size, stride, padding, bias)
 
     def per_frame(self, x):
         """This 2-D conv on every frame of (B, C, F, H, W): a 3-D conv with a one-frame kernel, so the
@@ -633,20 +641,11 @@ class Conv2d(nn.Conv2d):
                                    ((0, 0),) + self.pad_pairs, (1,) + self.stride_tuple)
 
 
-class Conv3d(nn.Conv3d):
-    """torch.nn.Conv3d(in, out, k, stride, padding) with bias; weight (out, in, kt, kh, kw). Computed by
-    ``conv_shifted_matmul``."""
+class Conv3d(_MatmulConvolution, nn.Conv3d):
+    """torch.nn.Conv3d(in, out, k, stride, padding) with bias; weight (out, in, kt, kh, kw)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        self.pad_pairs = _pairs(padding, 3)
-        self.stride_tuple = _tuple(stride, 3)
-        flat = tuple(p for pair in self.pad_pairs for p in pair)
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                         padding=flat, has_bias=bias)
-
-    def construct(self, x):
-        return conv_shifted_matmul(x, self.weight, self.bias if self.has_bias else None, self.pad_pairs,
-                                   self.stride_tuple)
+        self._padded_init(nn.Conv3d, 3, in_channels, out_channels, kernel_size, stride, padding, bias)
 
 
 def silu(x):
