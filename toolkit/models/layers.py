@@ -382,7 +382,7 @@ def _winograd_plan(t: int, h: int, w: int, kt: int, time_pad: tuple, frames: tup
 
 @functools.lru_cache(maxsize=1024)  # also keeps it host-side Python under mindspore.jit
 def _winograd_pieces(t_out: int, h: int, w: int, width: int, budget: int, kt: int = 1,
-                     min_tiles: int = 2048) -> tuple:
+                     min_tiles: int = WINOGRAD_BAND_MIN_TILES) -> tuple:
     """(frames, rows) ranges covering the output, each within the byte budget (four live temporaries of 16
     tile elements per 2x2 output pixels, ``width`` channels, float32): whole frames while a frame fits, else
     bands of rows. With ``kt`` > 1 temporal taps a piece of n output frames transforms n + kt - 1 input frames,
@@ -393,10 +393,8 @@ def _winograd_pieces(t_out: int, h: int, w: int, width: int, budget: int, kt: in
     per_row_pair = 4 * 16 * tw * width * 4
     per_frame = per_row_pair * ((h + 1) // 2)
     n = budget // per_frame  # whole frames per piece
-    if n >= t_out or (kt == 1 and n >= 1):
-        return tuple(((f, min(f + n, t_out)), (0, h)) for f in range(0, t_out, n))
     pairs = budget // (per_row_pair * (t_out + kt - 1))  # tile rows of a band across all frames
-    if kt > 1 and pairs >= 1 and pairs * tw * t_out >= min_tiles:
+    if kt > 1 and n < t_out and pairs >= 1 and pairs * tw * t_out >= min_tiles:
         return tuple(((0, t_out), (y, min(y + 2 * pairs, h))) for y in range(0, h, 2 * pairs))
     if n >= 1:
         return tuple(((f, min(f + n, t_out)), (0, h)) for f in range(0, t_out, n))
@@ -550,15 +548,15 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
     if nd == 3 and kernel[1:] == (1, 1) and kernel[0] > 1 and all(st == 1 for st in stride) and \
             all(p == (0, 0) for p in padding[1:]):
         return conv_temporal(x, weight, bias, tuple(padding[0]))
-    if all(st == 1 for st in stride) and int(np.prod(kernel)) * c <= o and \
-            int(np.prod(kernel)) * x.size * 4 <= PATCHES_MAX_BYTES:  # few inputs (a conv_in): one product of patches
-        return conv_gathered_patches(x, weight, bias, padding, stride)
+    # strided (only the outputs computed) or few inputs (a conv_in: the patches no wider than the outputs): one
+    # product of gathered patches, while they fit
+    taps = int(np.prod(kernel))
+    if any(st > 1 for st in stride) or taps * c <= o:
+        positions = b * int(np.prod(strided_size(spatial, kernel, padding, stride)))
+        if positions * taps * c * 4 <= PATCHES_MAX_BYTES:
+            return conv_gathered_patches(x, weight, bias, padding, stride)
     if _winograd_applies(kernel, padding, stride) and nd in (2, 3):
         return conv3x3_winograd(x, weight, bias, tuple(padding[0]) if nd == 3 else (0, 0))
-    if any(st > 1 for st in stride):
-        positions = b * int(np.prod(strided_size(spatial, kernel, padding, stride)))
-        if positions * int(np.prod(kernel)) * c * 4 <= PATCHES_MAX_BYTES:
-            return conv_gathered_patches(x, weight, bias, padding, stride)
     source, offsets, n, keep, out_size = _conv_plan(b, spatial, kernel, tuple(padding), tuple(stride))
     xf = ops.gather(_rows_and_zero(x), source, 0)  # padded, channels-last, with a zero tail for the farthest tap
     wk = weight.transpose(tuple(range(2, nd + 2)) + (1, 0)).reshape(len(offsets), c, o)
