@@ -183,3 +183,64 @@ def test_gelu_matches_torch_in_both_forms(rng, approximate):
     x = (rng.standard_normal(10000) * 4).astype(np.float32)
     ref = F.gelu(torch.from_numpy(x), approximate=approximate).numpy()
     np.testing.assert_allclose(layers.gelu(Tensor(x), approximate).asnumpy(), ref, atol=3e-6, rtol=1e-6)
+
+
+LAYER_NORM_ROUTES = ["fused kernel", "rows by BatchNorm"]
+
+
+@pytest.mark.parametrize("route", LAYER_NORM_ROUTES)
+@pytest.mark.parametrize("affine, bias", [(True, True), (True, False), (False, False)])
+def test_layer_norm_matches_torch_even_far_from_zero_mean(rng, route, affine, bias):
+    x = (rng.standard_normal((2, 7, 48)) * 0.5 + 40.0).astype(np.float32)
+    norm = layers.LayerNorm(48, eps=1e-6, elementwise_affine=affine, bias=bias)
+    norm.rows_by_batch_norm = route == "rows by BatchNorm"
+    ref = torch.nn.LayerNorm(48, eps=1e-6, elementwise_affine=affine, bias=bias)
+    if affine:
+        weight = rng.standard_normal(48).astype(np.float32)
+        norm.weight.set_data(Tensor(weight))
+        ref.weight.data = torch.from_numpy(weight)
+    if bias:
+        b = rng.standard_normal(48).astype(np.float32)
+        norm.bias.set_data(Tensor(b))
+        ref.bias.data = torch.from_numpy(b)
+    np.testing.assert_allclose(norm(Tensor(x)).asnumpy(), ref(torch.from_numpy(x)).detach().numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize("route", LAYER_NORM_ROUTES)
+def test_layer_norm_modulate_is_the_norm_then_scale_and_shift(rng, route):
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    scale, shift = (rng.standard_normal((2, 1, 16)).astype(np.float32) for _ in range(2))
+    norm = layers.LayerNorm(16, eps=1e-5)
+    norm.rows_by_batch_norm = route == "rows by BatchNorm"
+    norm.weight.set_data(Tensor(rng.standard_normal(16).astype(np.float32)))
+    norm.bias.set_data(Tensor(rng.standard_normal(16).astype(np.float32)))
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x), (16,), torch.from_numpy(norm.weight.asnumpy()),
+                                         torch.from_numpy(norm.bias.asnumpy()), 1e-5).numpy() * (1 + scale) + shift
+    got = norm.modulate(Tensor(x), Tensor(scale), Tensor(shift)).asnumpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_layer_norm_by_batch_norm_compiled_stays_right_call_after_call(rng):
+    """The BatchNorm kernel overwrites its running statistics on every call; they must never be the scale or
+    offset it normalises with, also when one compiled graph normalises two inputs of the same shape."""
+    import mindspore as ms
+
+    norm = layers.LayerNorm(32, eps=1e-6, elementwise_affine=False)
+    norm.rows_by_batch_norm = True
+    a, b = (rng.standard_normal((3, 32)).astype(np.float32) * s + m for s, m in ((2.0, 5.0), (0.5, -3.0)))
+    ref = [torch.nn.functional.layer_norm(torch.from_numpy(v), (32,), eps=1e-6).numpy() for v in (a, b)]
+
+    def both(u, v):
+        return norm(u) + 2 * norm(v)
+    both = ms.jit(both)
+    for _ in range(3):
+        np.testing.assert_allclose(both(Tensor(a), Tensor(b)).asnumpy(), ref[0] + 2 * ref[1], atol=1e-5)
+
+
+def test_compiling_a_network_moves_its_layer_norms_to_the_batch_norm_route():
+    from toolkit.models.base import compile_network
+
+    net = layers.Attention(16, heads=2, dim_head=8, qk_norm="layer_norm")
+    assert not net.norm_q.rows_by_batch_norm
+    compile_network(net)
+    assert net.norm_q.rows_by_batch_norm and net.norm_k.rows_by_batch_norm

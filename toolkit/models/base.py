@@ -37,13 +37,15 @@ class ModelMixin(nn.Cell):
 def compile_network(net: nn.Cell):
     """``mindspore.jit`` of ``net.construct``, with the operator choices that are fastest in a compiled graph
     (they differ from eager ones: GroupNorm's statistics-plus-BatchNorm route wins from 2^15 values under
-    jit, but only from 2^19 eagerly). The choices are set on ``net`` itself, so its eager calls take them
-    too (same numbers to ~1e-6, only the speed differs)."""
-    from toolkit.models.layers import GroupNorm
+    jit, but only from 2^19 eagerly; LayerNorm's BatchNorm route wins under jit and loses eagerly). The choices
+    are set on ``net`` itself, so its eager calls take them too (same numbers to ~1e-6, only the speed differs)."""
+    from toolkit.models.layers import GroupNorm, LayerNorm
 
     for _, cell in net.cells_and_names():
         if isinstance(cell, GroupNorm):
             cell.fused_below = GroupNorm.fused_below_compiled
+        elif isinstance(cell, LayerNorm):
+            cell.rows_by_batch_norm = True
     return ms.jit(net.construct)
 
 

@@ -23,7 +23,16 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Dense:
 
 
 class LayerNorm(nn.Cell):
-    """torch.nn.LayerNorm over the last dimension; ``weight``/``bias`` names (MindSpore's own uses gamma/beta)."""
+    """torch.nn.LayerNorm over the last dimension; ``weight``/``bias`` names (MindSpore's own uses gamma/beta).
+
+    Two routes, the same numbers to ~2e-6: eagerly the fused ``ops.LayerNorm`` kernel; in a compiled graph
+    (``base.compile_network`` sets ``rows_by_batch_norm``) MindSpore's training-mode BatchNorm kernel with the rows
+    as its channels -- it takes each channel's statistics over the rest, here the row -- then the affine products:
+    1.4-1.9x faster there on the CPU backend (0.24 vs 0.39 ms on 604 x 256 values, 5.5 vs 10.4 ms on 4204 x 1024),
+    but 3-5x slower eagerly (three operator calls instead of one).
+    """
+
+    rows_by_batch_norm = False
 
     def __init__(self, dim: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):
         super().__init__()
@@ -35,16 +44,50 @@ class LayerNorm(nn.Cell):
             self.weight = Parameter(Tensor(np.ones(dim, np.float32)))
             if bias:
                 self.bias = Parameter(Tensor(np.zeros(dim, np.float32)))
-        # the fused primitive is 2x the hand-written form under jit, 7x in eager; it always takes a scale
-        # and a shift, so constants stand in for the missing ones (not parameters: not in the checkpoint)
+        # the fused kernel always takes a scale and a shift: constants stand in for missing ones (not parameters:
+        # not in the checkpoint)
         self.norm = ops.LayerNorm(-1, -1, eps)
         self.unit = Tensor(np.ones(dim, np.float32))
         self.zero = Tensor(np.zeros(dim, np.float32))
+        self.normalize_rows = ops.BatchNorm(is_training=True, epsilon=eps)
+
+    def _normalized(self, x):
+        """(x - mean) / sqrt(var + eps) over the last dimension, no affine."""
+        if not self.rows_by_batch_norm:
+            return self.norm(x, self.unit, self.zero)[0]
+        n = x.size // x.shape[-1]
+        unit, zero, running_mean, running_var = _row_norm_inputs(n, x.dtype)
+        return self.normalize_rows(x.reshape(1, n, -1, 1), unit, zero, running_mean, running_var)[0].reshape(x.shape)
 
     def construct(self, x):
-        scale = self.weight if self.affine else self.unit
-        shift = self.bias if self.has_bias else self.zero
-        return self.norm(x, scale, shift)[0]
+        if not self.rows_by_batch_norm:  # the affine inside the one fused kernel
+            return self.norm(x, self.weight if self.affine else self.unit,
+                             self.bias if self.has_bias else self.zero)[0]
+        y = self._normalized(x)
+        if self.affine:
+            y = y * self.weight
+        if self.has_bias:
+            y = y + self.bias
+        return y
+
+    def modulate(self, x, scale, shift):
+        """``self(x) * (1 + scale) + shift`` (adaptive norms; ``scale``/``shift`` broadcast against ``x``) with the
+        norm's own weight and bias folded into them: two passes over ``x`` after the normalisation instead of four."""
+        factor = 1 + scale
+        if self.has_bias:
+            shift = self.bias * factor + shift
+        if self.affine:
+            factor = self.weight * factor
+        return self._normalized(x) * factor + shift
+
+
+@functools.lru_cache(maxsize=256)  # also keeps it host-side Python under mindspore.jit
+def _row_norm_inputs(n: int, dtype) -> tuple:
+    """Training-mode BatchNorm's inputs for normalising ``n`` rows: unit scale, zero offset, and two running
+    statistics the kernel overwrites (scratch: the output uses the rows' own statistics). Separate tensors, so
+    the overwritten pair never aliases the scale or offset."""
+    return (Tensor(np.ones(n), dtype), Tensor(np.zeros(n), dtype), Tensor(np.zeros(n), dtype),
+            Tensor(np.ones(n), dtype))
 
 
 class RMSNorm(nn.Cell):

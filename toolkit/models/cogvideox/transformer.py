@@ -51,8 +51,8 @@ class AdaLayerNormZero(nn.Cell):
 
     def construct(self, x, context, temb):
         shift, scale, gate, c_shift, c_scale, c_gate = ops.chunk(self.linear(silu(temb))[:, None, :], 6, -1)
-        x = self.norm(x) * (1 + scale) + shift
-        context = self.norm(context) * (1 + c_scale) + c_shift
+        x = self.norm.modulate(x, scale, shift)
+        context = self.norm.modulate(context, c_scale, c_shift)
         return x, context, gate, c_gate
 
 
@@ -67,7 +67,7 @@ class AdaLayerNormOut(nn.Cell):
 
     def construct(self, x, temb):
         shift, scale = ops.chunk(self.linear(silu(temb))[:, None, :], 2, -1)
-        return self.norm(x) * (1 + scale) + shift
+        return self.norm.modulate(x, scale, shift)
 
 
 class CogVideoXBlock(nn.Cell):
