@@ -96,6 +96,24 @@ def test_winograd_in_pieces_equals_torch(rng, monkeypatch, budget, band_tiles, f
     np.testing.assert_allclose(ours, ref.numpy(), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("budget, bands", [(10 ** 9, 1), (2 * 5 * 288, 3), (1, 6)])  # 288 bytes of taps a pixel
+def test_temporal_convolution_in_bands_of_rows_equals_torch(rng, monkeypatch, budget, bands):
+    """Taps over TEMPORAL_PIECE_BYTES go band by band of image rows (equal bands: a divisor of the height), with a
+    batch and padding on both sides; compiled as eagerly."""
+    import mindspore as ms
+
+    monkeypatch.setattr(layers, "TEMPORAL_PIECE_BYTES", budget)
+    x, w, b = _conv_case(rng, (2, 3, 4, 6, 5), (4, 3, 3, 1, 1))
+    assert layers.temporal_bands(6, 5, 3 * 3 * 2 * 4 * 4, budget) == bands  # taps x channels x samples x frames x 4
+    padding = ((1, 1), (0, 0), (0, 0))
+
+    def conv(v):
+        return conv_shifted_matmul(v, Tensor(w), Tensor(b), padding, (1, 1, 1))
+    ref = F.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=(1, 0, 0)).numpy()
+    np.testing.assert_allclose(conv(Tensor(x)).asnumpy(), ref, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(ms.jit(conv)(Tensor(x)).asnumpy(), ref, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, budget, band_tiles", [
     ((3, 5, 5, 6), (4, 5, 3, 3), ROW_PAIR, 12),                 # 2-D, bands of rows of every frame
     ((1, 5, 4, 5, 6), (4, 5, 3, 3, 3), 6 * ROW_PAIR, 12),       # temporal taps, bands across all frames
@@ -237,10 +255,11 @@ def test_layer_norm_by_batch_norm_compiled_stays_right_call_after_call(rng):
         np.testing.assert_allclose(both(Tensor(a), Tensor(b)).asnumpy(), ref[0] + 2 * ref[1], atol=1e-5)
 
 
-def test_compiling_a_network_moves_its_layer_norms_to_the_batch_norm_route():
+@pytest.mark.parametrize("by_batch_norm", [True, False])
+def test_compiling_a_network_sets_its_layer_norms_route(by_batch_norm):
     from toolkit.models.base import compile_network
 
     net = layers.Attention(16, heads=2, dim_head=8, qk_norm="layer_norm")
-    assert not net.norm_q.rows_by_batch_norm
-    compile_network(net)
-    assert net.norm_q.rows_by_batch_norm and net.norm_k.rows_by_batch_norm
+    net.norm_q.rows_by_batch_norm = net.norm_k.rows_by_batch_norm = not by_batch_norm
+    compile_network(net, layer_norms_by_batch_norm=by_batch_norm)
+    assert net.norm_q.rows_by_batch_norm is by_batch_norm and net.norm_k.rows_by_batch_norm is by_batch_norm

@@ -25,11 +25,11 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Dense:
 class LayerNorm(nn.Cell):
     """torch.nn.LayerNorm over the last dimension; ``weight``/``bias`` names (MindSpore's own uses gamma/beta).
 
-    Two routes, the same numbers to ~2e-6: eagerly the fused ``ops.LayerNorm`` kernel; in a compiled graph
-    (``base.compile_network`` sets ``rows_by_batch_norm``) MindSpore's training-mode BatchNorm kernel with the rows
-    as its channels -- it takes each channel's statistics over the rest, here the row -- then the affine products:
-    1.4-1.9x faster there on the CPU backend (0.24 vs 0.39 ms on 604 x 256 values, 5.5 vs 10.4 ms on 4204 x 1024),
-    but 3-5x slower eagerly (three operator calls instead of one). That kernel's statistics are one-pass: on rows
+    Two routes, the same numbers to ~2e-6: the fused ``ops.LayerNorm`` kernel, or (``rows_by_batch_norm``, which
+    ``base.compile_network`` sets where it pays) MindSpore's training-mode BatchNorm kernel with the rows as its
+    channels -- it takes each channel's statistics over the rest, here the row -- then the affine products: in a
+    compiled graph 1.4-1.9x faster than the fused kernel alone on the CPU backend (0.24 vs 0.39 ms on 604 x 256
+    values, 5.5 vs 10.4 ms on 4204 x 1024), but 3-5x slower eagerly (three operator calls instead of one). That kernel's statistics are one-pass: on rows
     far from zero mean it is less exact than torch (mean/std 80 over 3072 values: 5e-5 off, torch's fp32 1.3e-5;
     1000 over 1024: 4.5e-4 vs 8.8e-5), well inside the parity tolerances on transformer activations.
     """
@@ -303,18 +303,33 @@ def _conv_plan(b: int, spatial: tuple, kernel: tuple, padding: tuple, stride: tu
             out_size)
 
 
+# conv_temporal's gathered taps stay under this many bytes: a larger clip is convolved in bands of image rows (a real
+# SVD decode chunk, 8 frames x 128 channels at 576x1024, is 2.4 GB; its three taps at once would be 7.2 GB more)
+TEMPORAL_PIECE_BYTES = 2 ** 28
+
+
 @functools.lru_cache(maxsize=256)
-def _temporal_plan(b: int, c: int, f: int, kt: int, time_pad: tuple) -> Tensor:
-    """For ``conv_temporal``: the (sample, channel, frame) row of the input behind every (tap, channel, sample,
-    output frame), tap-major; padding frames read the zero row at the end (row b * c * f)."""
+def _temporal_plan(b: int, c: int, f: int, kt: int, time_pad: tuple, bands: int = 1, band: int = 0) -> Tensor:
+    """For ``conv_temporal``: the input row behind every (tap, channel, sample, output frame), tap-major, where the
+    input is seen as rows of one of ``bands`` equal column ranges of a (sample, channel, frame) -- band ``band``
+    here; padding frames read the zero row at the end (row b * c * f * bands)."""
     lo, hi = time_pad
     f_out = f + lo + hi - kt + 1
     frame = np.arange(f_out)[None, :] + np.arange(kt)[:, None] - lo                       # (kt, f_out)
     rows = (np.arange(b)[None, None, :, None] * c + np.arange(c)[None, :, None, None]) * f \
         + frame[:, None, None, :]                                                         # (kt, c, b, f_out)
     inside = (frame >= 0) & (frame < f)
-    rows = np.where(inside[:, None, None, :], rows, b * c * f)
+    rows = np.where(inside[:, None, None, :], rows * bands + band, b * c * f * bands)
     return Tensor(rows.reshape(-1).astype(np.int32))
+
+
+def temporal_bands(height: int, width: int, per_pixel_bytes: int, budget: int) -> int:
+    """Into how many bands of whole image rows ``conv_temporal`` cuts a frame: the fewest (a divisor of ``height``,
+    so the bands are equal) whose pixels' taps stay within ``budget`` bytes; one row per band at the most."""
+    for bands in range(1, height + 1):
+        if height % bands == 0 and (height // bands) * width * per_pixel_bytes <= budget:
+            return bands
+    return height
 
 
 def conv_temporal(x, weight, bias, time_pad: tuple):
@@ -322,14 +337,22 @@ def conv_temporal(x, weight, bias, time_pad: tuple):
     as one product: every (channel, frame) of the input is a contiguous row of H*W values, so one gather of rows
     lays the taps out as (kt * C, B * F_out * H*W) -- tap and channel on the rows -- and the kernel, as
     (O, kt * C), multiplies it once. No slicing and no copies of the kernel (a compiled graph copies a frame slice
-    slowly: MindSpore's strided slice ran ~31 ms per tap at SVD's widths), channels-first throughout."""
+    slowly: MindSpore's strided slice ran ~31 ms per tap at SVD's widths), channels-first throughout.
+    Taps over ``TEMPORAL_PIECE_BYTES`` go band by band of image rows: the input is then seen as rows of one band
+    each (still contiguous, still no slicing), and every band is one gather and one product."""
     b, c, f, h, w = x.shape
     o, kt = weight.shape[0], weight.shape[2]
     f_out = f + time_pad[0] + time_pad[1] - kt + 1
-    rows = ops.cat([x.reshape(b * c * f, h * w), ops.zeros((1, h * w), x.dtype)], 0)
-    taps = ops.gather(rows, _temporal_plan(b, c, f, kt, tuple(time_pad)), 0).reshape(kt * c, -1)
+    bands = temporal_bands(h, w, kt * c * b * f_out * x.itemsize, TEMPORAL_PIECE_BYTES)
+    cols = h * w // bands
+    rows = ops.cat([x.reshape(b * c * f * bands, cols), ops.zeros((1, cols), x.dtype)], 0)
     kernel = permute(weight.reshape(o, c, kt), (0, 2, 1)).reshape(o, kt * c)  # (O, [tap, channel])
-    out = ops.matmul(kernel, taps)                                            # (O, B * F_out * H*W)
+    outs = []
+    for band in range(bands):
+        taps = ops.gather(rows, _temporal_plan(b, c, f, kt, tuple(time_pad), bands, band), 0).reshape(kt * c, -1)
+        outs.append(ops.matmul(kernel, taps).reshape(o, b * f_out, cols))   # (O, B * F_out, band's H*W)
+    out = outs[0] if bands == 1 else ops.cat(outs, 2)
+    out = out.reshape(o, -1)                                                  # (O, B * F_out * H*W)
     if b > 1:
         out = swap_middle_axes(out, 1, o, b)                                  # (B, O, F_out * H*W)
     out = out.reshape(b, o, -1)

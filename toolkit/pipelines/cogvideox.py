@@ -305,7 +305,7 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     text_encoder, _ = loading.build_and_load(T5EncoderModel, folder, "text_encoder", variant, dtype)
     transformer, _ = loading.build_and_load(CogVideoXTransformer3DModel, folder, "transformer", variant, dtype)
     vae, _ = loading.build_and_load(AutoencoderKLCogVideoX, folder, "vae", variant, dtype)
-    forward = compile_network(transformer) if jit else transformer
+    forward = compile_network(transformer, layer_norms_by_batch_norm=True) if jit else transformer
     return CogVideoX(cfg, tokenizer, text_encoder, transformer, vae, dtype, forward)
 
 
