@@ -29,9 +29,10 @@ class LayerNorm(nn.Cell):
     ``base.compile_network`` sets where it pays) MindSpore's training-mode BatchNorm kernel with the rows as its
     channels -- it takes each channel's statistics over the rest, here the row -- then the affine products: in a
     compiled graph 1.4-1.9x faster than the fused kernel alone on the CPU backend (0.24 vs 0.39 ms on 604 x 256
-    values, 5.5 vs 10.4 ms on 4204 x 1024), but 3-5x slower eagerly (three operator calls instead of one). That kernel's statistics are one-pass: on rows
-    far from zero mean it is less exact than torch (mean/std 80 over 3072 values: 5e-5 off, torch's fp32 1.3e-5;
-    1000 over 1024: 4.5e-4 vs 8.8e-5), well inside the parity tolerances on transformer activations.
+    values, 5.5 vs 10.4 ms on 4204 x 1024), but 3-5x slower eagerly (three operator calls instead of one). That
+    kernel's statistics are one-pass: on rows far from zero mean it is less exact than torch (mean/std 80 over 3072
+    values: 5e-5 off, torch's fp32 1.3e-5; 1000 over 1024: 4.5e-4 vs 8.8e-5), well inside the parity tolerances
+    on transformer activations.
     """
 
     rows_by_batch_norm = False
