@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -64,6 +64,16 @@ def decoder_fits_one_graph(vae: nn.Cell, frames: int, h: int, w: int) -> bool:
     return fits_compiled_graph(frames, h * ratio, w * ratio, vae.decoder.conv_out.in_channels)
 
 
+class Part(NamedTuple):
+    """One part of ``CompiledParts``: ``owner``'s attribute ``name`` (a list of one cell when ``listed``), run as the
+    compiled ``graph``, once per batch element when ``per_frame``."""
+    owner: nn.Cell
+    name: str
+    listed: bool
+    per_frame: bool
+    graph: Callable
+
+
 class CompiledParts:
     """Compiled calls of a network's parts, swapped in while the network runs eagerly: for a network too large for
     one graph (a graph unrolls every convolution piece) whose parts each fit one -- SVD's temporal decoder on
@@ -79,17 +89,17 @@ class CompiledParts:
         self.parts = []
         for owner, name, listed, frames in parts:
             cell = getattr(owner, name)
-            self.parts.append((owner, name, listed, frames, ms.jit((cell[0] if listed else cell).construct)))
+            self.parts.append(Part(owner, name, listed, frames, ms.jit((cell[0] if listed else cell).construct)))
 
     def __enter__(self):
-        for owner, name, listed, frames, graph in self.parts:
-            call = per_frame(graph) if frames else graph
-            object.__setattr__(owner, name, [call] if listed else call)
+        for part in self.parts:
+            call = per_frame(part.graph) if part.per_frame else part.graph
+            object.__setattr__(part.owner, part.name, [call] if part.listed else call)
         return self
 
     def __exit__(self, *exc):
-        for owner, name, *_ in self.parts:
-            owner.__dict__.pop(name, None)
+        for part in self.parts:
+            part.owner.__dict__.pop(part.name, None)
 
     def around(self, fn: Callable) -> Callable:
         """``fn`` (the eager network call) run with the compiled parts swapped in."""
