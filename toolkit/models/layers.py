@@ -324,6 +324,7 @@ def _temporal_plan(b: int, c: int, f: int, kt: int, time_pad: tuple, bands: int 
     return Tensor(rows.reshape(-1).astype(np.int32))
 
 
+@functools.lru_cache(maxsize=256)  # also keeps it host-side Python under mindspore.jit (no unrolled loop)
 def temporal_bands(height: int, width: int, per_pixel_bytes: int, budget: int) -> int:
     """Into how many bands of whole image rows ``conv_temporal`` cuts a frame: the fewest (a divisor of ``height``,
     so the bands are equal) whose pixels' taps stay within ``budget`` bytes; one row per band at the most."""
