@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import re
 import statistics
 import sys
@@ -265,11 +266,24 @@ def _child(target, args):
 
 
 def in_child(target, *args):
+    """``target(*args, queue)`` in a fresh process; what it puts on the queue. Waits as long as the child lives (the
+    rows at real widths take ~15 minutes, longer on a slower machine) and raises if it dies without a result."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(target, (*args, q)))
     p.start()
-    value = q.get(timeout=900)
+    while True:
+        try:
+            value = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():  # one last look: it may have put its result just before exiting
+                try:
+                    value = q.get(timeout=1)
+                    break
+                except queue.Empty:
+                    raise RuntimeError(f"benchmark child {target.__name__} exited with code {p.exitcode} "
+                                       "and no result") from None
     p.join()
     return value
 
