@@ -9,6 +9,7 @@ Needs the test extra (torch, diffusers).
 """
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -105,6 +106,7 @@ def interleaved(ours, ref, repeats: int, warmup: int = 1):
         ours()
         if ref:
             ref()
+    gc.collect()  # no collection of earlier rows' garbage inside a timed call (see Notes)
     a, b = [], []
     for _ in range(repeats):
         a.append(timed(ours))
@@ -775,6 +777,10 @@ def write_markdown(cfg, table, sweep_note, memory, run_dir):
         lines += [f"| {a} | {b} |" for a, b in memory]
         lines.append("")
     lines += ["## Notes", "",
+              "- Each row's timed calls start after a full garbage collection (`gc.collect()`): the load row builds "
+              "eight pipelines and drops them, and a collection of that garbage falling inside a timed call made our "
+              "small CogVideoX step read 1.01x instead of 0.85-0.93x (same code, side by side: 36 vs 29 ms in the "
+              "first round after the loads, the same 29 ms as without them once collected).",
               f"- Every timed call starts {SETTLE_SECONDS:g} s after the previous one: both libraries' worker threads "
               "spin after their work (MindSpore's ~150 ms), and a call started right after the other library's runs "
               "on contended cores. Back to back, the small CogVideoX step measured 41.6 ms ours (34.8 ms in a block "
