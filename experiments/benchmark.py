@@ -275,17 +275,14 @@ def in_child(target, *args):
     p = ctx.Process(target=_child, args=(target, (*args, q)))
     p.start()
     while True:
+        alive = p.is_alive()  # looked at before waiting: a child that had exited has put all it ever will
         try:
             value = q.get(timeout=5)
             break
         except queue.Empty:
-            if not p.is_alive():  # one last look: it may have put its result just before exiting
-                try:
-                    value = q.get(timeout=1)
-                    break
-                except queue.Empty:
-                    raise RuntimeError(f"benchmark child {target.__name__} exited with code {p.exitcode} "
-                                       "and no result") from None
+            if not alive:
+                raise RuntimeError(f"benchmark child {target.__name__} exited with code {p.exitcode} "
+                                   "and no result") from None
     p.join()
     return value
 

@@ -255,11 +255,8 @@ def test_layer_norm_by_batch_norm_compiled_stays_right_call_after_call(rng):
         np.testing.assert_allclose(both(Tensor(a), Tensor(b)).asnumpy(), ref[0] + 2 * ref[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("by_batch_norm", [True, False])
-def test_compiling_a_network_sets_its_layer_norms_route(by_batch_norm):
-    from toolkit.models.base import compile_network
-
+def test_layer_norms_by_batch_norm_sets_every_layer_norm_of_a_network():
     net = layers.Attention(16, heads=2, dim_head=8, qk_norm="layer_norm")
-    net.norm_q.rows_by_batch_norm = net.norm_k.rows_by_batch_norm = not by_batch_norm
-    compile_network(net, layer_norms_by_batch_norm=by_batch_norm)
-    assert net.norm_q.rows_by_batch_norm is by_batch_norm and net.norm_k.rows_by_batch_norm is by_batch_norm
+    assert not net.norm_q.rows_by_batch_norm and not net.norm_k.rows_by_batch_norm
+    assert layers.layer_norms_by_batch_norm(net) is net
+    assert net.norm_q.rows_by_batch_norm and net.norm_k.rows_by_batch_norm

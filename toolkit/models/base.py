@@ -34,34 +34,32 @@ class ModelMixin(nn.Cell):
         return cls(**kwargs)
 
 
-def compile_network(net: nn.Cell, layer_norms_by_batch_norm: bool = False):
+def compile_network(net: nn.Cell):
     """``mindspore.jit`` of ``net.construct``, with the operator choices that are fastest in a compiled graph
     (they differ from eager ones: GroupNorm's statistics-plus-BatchNorm route wins from 2^15 values under
     jit, but only from 2^19 eagerly). The choices are set on ``net`` itself, so its eager calls take them
-    too (same numbers to ~1e-6, only the speed differs).
-
-    ``layer_norms_by_batch_norm``: LayerNorms by the training-mode BatchNorm kernel (``LayerNorm``), for networks
-    where it pays: the CogVideoX transformer's step 10% faster (31 vs 35 ms, small checkpoint). In the UNets it
-    gained nothing at real widths (AnimateDiff 4.64 vs 4.52 s, SVD 5.38 vs 5.28 s a step) and lengthened their
-    compiles by 25-40% (SVD 53 vs 38 s), so they keep the fused kernel."""
-    from toolkit.models.layers import GroupNorm, LayerNorm
+    too (same numbers to ~1e-6, only the speed differs)."""
+    from toolkit.models.layers import GroupNorm
 
     for _, cell in net.cells_and_names():
         if isinstance(cell, GroupNorm):
             cell.fused_below = GroupNorm.fused_below_compiled
-        elif isinstance(cell, LayerNorm):
-            cell.rows_by_batch_norm = layer_norms_by_batch_norm
     return ms.jit(net.construct)
+
+
+def decoder_widest_activation(vae: nn.Cell, frames: int, h: int, w: int) -> tuple:
+    """(frames, height, width, channels) of ``vae``'s decoder's widest activation, given ``frames`` latents of
+    h x w: full size (``spatial_ratio`` times the latent) at the width its ``conv_out`` reads."""
+    ratio = vae.spatial_ratio
+    return frames, h * ratio, w * ratio, vae.decoder.conv_out.in_channels
 
 
 def decoder_fits_one_graph(vae: nn.Cell, frames: int, h: int, w: int) -> bool:
     """Whether ``vae``'s decoder, given ``frames`` latents of h x w, compiles as one graph
-    (``layers.fits_compiled_graph``): its widest activations are full size (``spatial_ratio`` times the latent)
-    at the width its ``conv_out`` reads."""
+    (``layers.fits_compiled_graph`` of its widest activation)."""
     from toolkit.models.layers import fits_compiled_graph
 
-    ratio = vae.spatial_ratio
-    return fits_compiled_graph(frames, h * ratio, w * ratio, vae.decoder.conv_out.in_channels)
+    return fits_compiled_graph(*decoder_widest_activation(vae, frames, h, w))
 
 
 class Part(NamedTuple):

@@ -26,13 +26,13 @@ class LayerNorm(nn.Cell):
     """torch.nn.LayerNorm over the last dimension; ``weight``/``bias`` names (MindSpore's own uses gamma/beta).
 
     Two routes, the same numbers to ~2e-6: the fused ``ops.LayerNorm`` kernel, or (``rows_by_batch_norm``, which
-    ``base.compile_network`` sets where it pays) MindSpore's training-mode BatchNorm kernel with the rows as its
-    channels -- it takes each channel's statistics over the rest, here the row -- then the affine products: in a
-    compiled graph 1.4-1.9x faster than the fused kernel alone on the CPU backend (0.24 vs 0.39 ms on 604 x 256
-    values, 5.5 vs 10.4 ms on 4204 x 1024), but 3-5x slower eagerly (three operator calls instead of one). That
-    kernel's statistics are one-pass: on rows far from zero mean it is less exact than torch (mean/std 80 over 3072
-    values: 5e-5 off, torch's fp32 1.3e-5; 1000 over 1024: 4.5e-4 vs 8.8e-5), well inside the parity tolerances
-    on transformer activations.
+    ``layer_norms_by_batch_norm`` sets on a network where it pays) MindSpore's training-mode BatchNorm kernel with the
+    rows as its channels -- it takes each channel's statistics over the rest, here the row -- then the affine
+    products: in a compiled graph 1.4-1.9x faster than the fused kernel alone on the CPU backend (0.24 vs 0.39 ms on
+    604 x 256 values, 5.5 vs 10.4 ms on 4204 x 1024), but 3-5x slower eagerly (three operator calls instead of
+    one). That kernel's statistics are one-pass: on rows far from zero mean it is less exact than torch (mean/std
+    80 over 3072 values: 5e-5 off, torch's fp32 1.3e-5; 1000 over 1024: 4.5e-4 vs 8.8e-5), well inside the
+    parity tolerances on transformer activations.
     """
 
     rows_by_batch_norm = False
@@ -82,6 +82,17 @@ class LayerNorm(nn.Cell):
         if self.affine:
             factor = self.weight * factor
         return self._normalized(x) * factor + shift
+
+
+def layer_norms_by_batch_norm(net: nn.Cell) -> nn.Cell:
+    """Every ``LayerNorm`` of ``net`` by the BatchNorm route, compiled or eager alike (so ``runtime.jit=false``
+    gives the compiled run's numbers). For the CogVideoX transformer: its step 10% faster compiled (31 vs 35 ms,
+    small checkpoint). The UNets keep the fused kernel: there the route gained nothing at real widths (AnimateDiff
+    4.64 vs 4.52 s a step, SVD 5.38 vs 5.28 s) and made compiles 25-40% longer (SVD 53 vs 38 s)."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, LayerNorm):
+            cell.rows_by_batch_norm = True
+    return net
 
 
 @functools.lru_cache(maxsize=256)  # also keeps it host-side Python under mindspore.jit

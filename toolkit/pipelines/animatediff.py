@@ -17,6 +17,7 @@ then a stochastic sampler's per-step noise.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ import mindspore as ms
 import numpy as np
 
 from toolkit import loading
-from toolkit.models.base import compile_network, decoder_fits_one_graph, per_frame
+from toolkit.models.base import compile_network, decoder_fits_one_graph, decoder_widest_activation, per_frame
 from toolkit.pipelines.common import (RequestError, Timer, check_int, check_multiple, check_number, check_prompts,
                                       fail, initial_latents, load_array, video_to_frames)
 from toolkit.sampling import classifier_free_guidance, sample
@@ -311,11 +312,10 @@ def frame_decoder(model: AnimateDiff, h: int, w: int) -> Callable:
     if model.decode_compiled is None or not decoder_fits_one_graph(model.vae, 1, h, w):
         return model.vae.decode_latents
     one_frame = per_frame(model.decode_compiled)
-    ratio, width = model.vae.spatial_ratio, model.vae.decoder.conv_out.in_channels
 
     def decode(z):
         n, _, zh, zw = z.shape
-        if n * width * zh * zw * ratio * ratio * 4 <= CHUNK_GRAPH_BYTES and \
+        if 4 * math.prod(decoder_widest_activation(model.vae, n, zh, zw)) <= CHUNK_GRAPH_BYTES and \
                 decoder_fits_one_graph(model.vae, n, zh, zw):
             return model.decode_compiled(z)
         return one_frame(z)

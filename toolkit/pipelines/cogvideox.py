@@ -34,6 +34,7 @@ import numpy as np
 from toolkit import loading
 from toolkit.guidance import cogvideox_dynamic_guidance
 from toolkit.models.base import compile_network
+from toolkit.models.layers import layer_norms_by_batch_norm
 from toolkit.pipelines.common import (RequestError, Timer, check_choice, check_int, check_multiple, check_number,
                                       check_prompts, fail, initial_latents, load_array, read_model_index,
                                       sampler_from_strength, video_to_frames)
@@ -304,8 +305,9 @@ def load(folder: Path, dtype=ms.float32, variant: str | None = None, jit: bool =
     tokenizer = load_tokenizer(Path(folder) / "tokenizer")
     text_encoder, _ = loading.build_and_load(T5EncoderModel, folder, "text_encoder", variant, dtype)
     transformer, _ = loading.build_and_load(CogVideoXTransformer3DModel, folder, "transformer", variant, dtype)
+    layer_norms_by_batch_norm(transformer)
     vae, _ = loading.build_and_load(AutoencoderKLCogVideoX, folder, "vae", variant, dtype)
-    forward = compile_network(transformer, layer_norms_by_batch_norm=True) if jit else transformer
+    forward = compile_network(transformer) if jit else transformer
     return CogVideoX(cfg, tokenizer, text_encoder, transformer, vae, dtype, forward)
 
 
