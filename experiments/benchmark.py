@@ -209,6 +209,42 @@ def _child_svd_decode(folder: str, frames: int, chunk: int, out):
     out.put(m.mb)
 
 
+def _child_attention(shape: tuple, reference: bool, out):
+    """Child process: peak RSS growth (the first call, ours compiling included) and the time of a second call of
+    one softmax attention on (B, H, S, D) -- ours compiled, or PyTorch's fused scaled_dot_product_attention."""
+    import time
+
+    import numpy as np
+    q, k, v = (np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i in range(3))
+    if reference:
+        import torch
+        torch.set_grad_enabled(False)
+        args = tuple(map(torch.from_numpy, (q, k, v)))
+        attend = lambda: torch.nn.functional.scaled_dot_product_attention(*args).numpy()  # noqa: E731
+    else:
+        import mindspore as ms
+        ms.runtime.launch_blocking()
+        from toolkit.models.layers import scaled_dot_product_attention
+        compiled, args = ms.jit(scaled_dot_product_attention), tuple(map(ms.Tensor, (q, k, v)))
+        attend = lambda: compiled(*args).asnumpy()  # noqa: E731
+    del q, k, v
+    with PeakRSS() as m:
+        attend()
+    start = time.perf_counter()
+    attend()
+    out.put((m.mb, time.perf_counter() - start))
+
+
+def attention_memory(cfg: dict) -> list[tuple[str, str]]:
+    """A memory-table row: one attention at a real model's largest sequence, ours against PyTorch's fused SDPA."""
+    b, h, s, d = (cfg[k] for k in ("batch", "heads", "tokens", "head_dim"))
+    (mb, sec), (ref_mb, ref_sec) = (in_child(_child_attention, (b, h, s, d), ref) for ref in (False, True))
+    return [(f"attention over {s} tokens ({cfg['what']}: {b} x {h} heads x {d} dims; whole, its scores alone "
+             f"would be {b * h * s * s * 4 / 2**30:.1f} GB): peak RSS growth and time, ours (compiled, in bands "
+             f"of queries) / diffusers (PyTorch SDPA)",
+             f"{mb:.0f} MB, {sec:.2f} s / {ref_mb:.0f} MB, {ref_sec:.2f} s")]
+
+
 def _child_load(folder: str, variant, reference: bool, out):
     """Child process: peak RSS growth while loading the transformer as float32 and reading every weight once
     (so lazily mapped pages are counted), ours or diffusers'."""
@@ -691,6 +727,7 @@ def main(c: DictConfig) -> None:
                            f"{a:.0f} MB -> {b:.0f} MB ({b / max(a, 1e-9):.2f}x)"))
         if cfg["load_memory"]["enabled"]:
             memory += load_memory(cfg, run_dir)
+        memory += attention_memory(cfg["attention_memory"])
         for name, value in memory:
             print(name, value)
 

@@ -260,3 +260,25 @@ def test_layer_norms_by_batch_norm_sets_every_layer_norm_of_a_network():
     assert not net.norm_q.rows_by_batch_norm and not net.norm_k.rows_by_batch_norm
     assert layers.layer_norms_by_batch_norm(net) is net
     assert net.norm_q.rows_by_batch_norm and net.norm_k.rows_by_batch_norm
+
+
+@pytest.mark.parametrize("budget, bands", [(10 ** 9, (11,)), (3 * 2 * 3 * 9 * 4, (3, 3, 3, 2)), (1, (1,) * 11)])
+@pytest.mark.parametrize("mask_shape", [None, (2, 1, 11, 9), (1, 1, 1, 9)])
+def test_attention_in_bands_of_queries_equals_torch(rng, monkeypatch, budget, bands, mask_shape):
+    """Scores over ATTENTION_SCORES_BYTES are computed a band of queries at a time, with a mask per query split
+    with them and a broadcast one reused; compiled as eagerly."""
+    import mindspore as ms
+
+    monkeypatch.setattr(layers, "ATTENTION_SCORES_BYTES", budget)
+    q = rng.standard_normal((2, 3, 11, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((2, 3, 9, 8)).astype(np.float32) for _ in range(2))
+    mask = None if mask_shape is None else rng.standard_normal(mask_shape).astype(np.float32)
+    assert layers.query_bands(2 * 3, 11, 9, 4, budget) == bands  # samples x heads, queries, keys, float32
+    ref = F.scaled_dot_product_attention(*map(torch.from_numpy, (q, k, v)),
+                                         attn_mask=None if mask is None else torch.from_numpy(mask)).numpy()
+
+    def attend(*args):
+        return layers.scaled_dot_product_attention(*args)
+    args = [Tensor(a) for a in (q, k, v)] + ([] if mask is None else [Tensor(mask)])
+    np.testing.assert_allclose(attend(*args).asnumpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(ms.jit(attend)(*args).asnumpy(), ref, atol=1e-5)

@@ -362,7 +362,8 @@ def conv_temporal(x, weight, bias, time_pad: tuple):
     kernel = permute(weight.reshape(o, c, kt), (0, 2, 1)).reshape(o, kt * c)  # (O, [tap, channel])
     outs = []
     for band in range(bands):
-        taps = ops.gather(rows, _temporal_plan(b, c, f, kt, tuple(time_pad), bands, band), 0).reshape(kt * c, -1)
+        plan = after(_temporal_plan(b, c, f, kt, tuple(time_pad), bands, band), outs[-1] if outs else None)
+        taps = ops.gather(rows, plan, 0).reshape(kt * c, -1)
         outs.append(ops.matmul(kernel, taps).reshape(o, b * f_out, cols))   # (O, B * F_out, band's H*W)
     out = outs[0] if bands == 1 else ops.cat(outs, 2)
     out = out.reshape(o, -1)                                                  # (O, B * F_out * H*W)
@@ -538,6 +539,7 @@ def _winograd_sample(x, kernels, bias, time_pad: tuple):
     pieces = []
     for frames, rows in ranges:
         source, tiles, computed, keep = _winograd_plan(t, h, w, kt, time_pad, frames, rows)
+        source = after(source, pieces[-1] if pieces else None)
         tiles_in = ops.matmul(_WINO_IN, ops.gather(flat, source, 0).reshape(16, -1)).reshape(16, -1, c)
         # temporal tap dt reads the tiles dt frames later, a row range of every tile element
         if kt == 1:  # all 16 tile elements in one batched product
@@ -743,14 +745,53 @@ def gelu(x, approximate: str = "none"):
     return x * (ops.erf(x * 0.7071067811865476) + 1.0) * 0.5
 
 
+# Attention's scores, (B, H, Sq, Sk) floats, over this many bytes are computed a band of queries at a time: the
+# matmul-softmax-matmul route holds the scores and their softmax at once, and at real sizes whole they do not fit
+# (SVD at 576x1024, CFG batch 2 x 14 frames x 5 heads x 9216^2 tokens: 47 GB, twice).
+ATTENTION_SCORES_BYTES = 2 ** 28
+
+
+@functools.lru_cache(maxsize=256)  # host-side Python under mindspore.jit
+def query_bands(batch_heads: int, sq: int, sk: int, itemsize: int, budget: int) -> tuple:
+    """The sizes of the fewest equal-as-can-be bands of queries whose scores (``batch_heads`` x band x ``sk``
+    values) stay within ``budget`` bytes; one query per band at the most."""
+    rows = max(1, budget // (batch_heads * sk * itemsize))
+    n = -(-sq // rows)
+    return tuple(sq // n + (1 if i < sq % n else 0) for i in range(n))
+
+
+def after(x, previous):
+    """``x``, computed only once ``previous`` is: a compiled graph may otherwise run independent pieces of one
+    computation side by side and hold all their intermediates at once (measured: 9 bands of attention scores,
+    625 MB peak growth compiled against 174 MB in sequence)."""
+    return x if previous is None else ops.depend(x, previous)
+
+
 def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
     """softmax(q k^T * scale + mask) v on (B, H, S, D); fp32 matmul-softmax-matmul (no fused kernel on CPU).
 
-    ``mask`` is additive (broadcastable to (B, H, Sq, Sk)) or None.
+    ``mask`` is additive (broadcastable to (B, H, Sq, Sk)) or None. Scores over ``ATTENTION_SCORES_BYTES`` are
+    computed in bands of queries, one after the other (softmax is over keys, so a band is exact on its own):
+    peak memory stays at about two bands' scores whatever the sequence length.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = ops.matmul(q * scale, k.swapaxes(-1, -2))
+    q = q * scale
+    b, h, sq, _ = q.shape
+    kt = k.swapaxes(-1, -2)
+    bands = query_bands(b * h, sq, k.shape[-2], q.itemsize, ATTENTION_SCORES_BYTES)
+    if len(bands) == 1:
+        return _attend(q, kt, v, mask)
+    qs = ops.split(q, bands, 2)
+    masks = ops.split(mask, bands, -2) if mask is not None and mask.shape[-2] == sq else (mask,) * len(bands)
+    outs = []
+    for qi, mi in zip(qs, masks):
+        outs.append(_attend(after(qi, outs[-1] if outs else None), kt, v, mi))
+    return ops.cat(outs, 2)
+
+
+def _attend(q, kt, v, mask):
+    scores = ops.matmul(q, kt)
     if mask is not None:
         scores = scores + mask
     return ops.matmul(ops.softmax(scores, -1), v)
