@@ -747,16 +747,20 @@ def gelu(x, approximate: str = "none"):
 
 # Attention's scores, (B, H, Sq, Sk) floats, over this many bytes are computed a band of queries at a time: the
 # matmul-softmax-matmul route holds the scores and their softmax at once, and at real sizes whole they do not fit
-# (SVD at 576x1024, CFG batch 2 x 14 frames x 5 heads x 9216^2 tokens: 47 GB, twice).
+# (SVD at 576x1024, CFG batch 2 x 14 frames x 5 heads x 9216^2 tokens: 47 GB, twice) ...
 ATTENTION_SCORES_BYTES = 2 ** 28
+# ... in at most this many bands: a compiled graph unrolls them, MindSpore refuses a graph past its call-depth
+# limit (a lone attention of 100 bands already), and compiling grows faster than the band count (measured: 16 bands
+# 1.1 s, 32 2.2 s, 64 4.8 s; 178 22 s with the limit raised). Past 32 x 256 MB the bands grow instead.
+ATTENTION_MAX_BANDS = 32
 
 
 @functools.lru_cache(maxsize=256)  # host-side Python under mindspore.jit
-def query_bands(batch_heads: int, sq: int, sk: int, itemsize: int, budget: int) -> tuple:
-    """The sizes of the fewest equal-as-can-be bands of queries whose scores (``batch_heads`` x band x ``sk``
-    values) stay within ``budget`` bytes; one query per band at the most."""
+def query_bands(batch_heads: int, sq: int, sk: int, itemsize: int, budget: int, max_bands: int) -> tuple:
+    """The sizes of the fewest equal-as-can-be bands of queries -- ``max_bands`` at the most -- whose scores
+    (``batch_heads`` x band x ``sk`` values) stay within ``budget`` bytes; one query per band at the most."""
     rows = max(1, budget // (batch_heads * sk * itemsize))
-    n = -(-sq // rows)
+    n = min(-(-sq // rows), max_bands)
     return tuple(sq // n + (1 if i < sq % n else 0) for i in range(n))
 
 
@@ -772,14 +776,14 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
 
     ``mask`` is additive (broadcastable to (B, H, Sq, Sk)) or None. Scores over ``ATTENTION_SCORES_BYTES`` are
     computed in bands of queries, one after the other (softmax is over keys, so a band is exact on its own):
-    peak memory stays at about two bands' scores whatever the sequence length.
+    peak memory stays at a few bands' scores (``ATTENTION_MAX_BANDS`` bands at the most).
     """
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     q = q * scale
     b, h, sq, _ = q.shape
     kt = k.swapaxes(-1, -2)
-    bands = query_bands(b * h, sq, k.shape[-2], q.itemsize, ATTENTION_SCORES_BYTES)
+    bands = query_bands(b * h, sq, k.shape[-2], q.itemsize, ATTENTION_SCORES_BYTES, ATTENTION_MAX_BANDS)
     if len(bands) == 1:
         return _attend(q, kt, v, mask)
     qs = ops.split(q, bands, 2)
