@@ -186,3 +186,20 @@ def test_jit_compiled_forward_equals_eager_forward(cogvideox_ref, rng):
     eager = net(latents, text, t).asnumpy()
     jitted = ms.jit(net.construct)(latents, text, t).asnumpy()
     np.testing.assert_allclose(jitted, eager, atol=1e-6, rtol=0)
+
+
+def test_compiled_forward_with_attention_in_bands_equals_whole(cogvideox_ref, rng, monkeypatch):
+    """Attention a band of queries at a time (layers.ATTENTION_SCORES_BYTES, as real-size sequences run), inside
+    the whole compiled transformer, gives the numbers of attention over all queries at once."""
+    from toolkit.models import layers
+
+    folder, _ = cogvideox_ref("2b")
+    net, config = _ours(folder)
+    latents = ms.Tensor(rng.standard_normal((1, 2, 4, 6, 4), dtype=np.float32))
+    text = ms.Tensor(rng.standard_normal((1,) + TEXT_SHAPE[1:], dtype=np.float32))
+    t = ms.Tensor(TIMESTEPS[:1])
+    whole = net(latents, text, t).asnumpy()
+    monkeypatch.setattr(layers, "ATTENTION_SCORES_BYTES", 1)
+    monkeypatch.setattr(layers, "ATTENTION_MAX_BANDS", 5)
+    assert len(layers.query_bands(2, 16 + 12, 16 + 12, 4, 1, 5)) == 5  # 16 text + 2 x (2 x 3) patches
+    np.testing.assert_allclose(ms.jit(net.construct)(latents, text, t).asnumpy(), whole, atol=1e-6, rtol=0)
