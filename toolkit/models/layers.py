@@ -619,6 +619,7 @@ def conv_shifted_matmul(x, weight, bias, padding: tuple, stride: tuple):
 
     x: (B, C, *S); weight: (O, C, *K); padding: per spatial dim (lo, hi); stride: per spatial dim.
     """
+    weight = after(weight, x)  # its rearranged copies made when x is there, not all at a compiled graph's start
     nd = len(stride)
     kernel = tuple(weight.shape[2:])
     b, c = x.shape[0], x.shape[1]
