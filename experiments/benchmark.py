@@ -245,6 +245,50 @@ def attention_memory(cfg: dict) -> list[tuple[str, str]]:
              f"{mb:.0f} MB, {sec:.2f} s / {ref_mb:.0f} MB, {ref_sec:.2f} s")]
 
 
+# Stable Video Diffusion's UNet configuration (stabilityai/stable-video-diffusion-img2vid, unet/config.json)
+SVD_UNET = dict(in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                num_attention_heads=(5, 10, 20, 20), cross_attention_dim=1024, addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=768,
+                down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+                up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3)
+
+
+def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
+    """Child process: peak RSS growth of the first CFG-batch step (compiling included) of an SVD UNet of the real
+    configuration with random weights -- ours compiled or eager, or diffusers'; the weights are built before."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    arrays = (rng.standard_normal((2, frames, 8, h, w)).astype(np.float32), np.array([0.5, 0.5], np.float32),
+              rng.standard_normal((2, 1, 1024)).astype(np.float32), np.array([[6.0, 127.0, 0.02]] * 2, np.float32))
+    if mode == "diffusers":
+        import torch
+        from diffusers import UNetSpatioTemporalConditionModel as Ref
+        torch.set_grad_enabled(False)
+        net, args = Ref(num_frames=frames, **SVD_UNET).eval(), [torch.from_numpy(a) for a in arrays]
+        step = lambda: net(*args).sample.numpy()  # noqa: E731
+    else:
+        import mindspore as ms
+        ms.runtime.launch_blocking()
+        from toolkit.models.base import compile_network
+        from toolkit.models.svd import UNetSpatioTemporalConditionModel as Ours
+        net, args = Ours(num_frames=frames, **SVD_UNET), [ms.Tensor(a) for a in arrays]
+        forward = compile_network(net) if mode == "compiled" else net
+        step = lambda: forward(*args).asnumpy()  # noqa: E731
+    with PeakRSS() as m:
+        step()
+    out.put(m.mb)
+
+
+def unet_memory(cfg: dict) -> list[tuple[str, str]]:
+    """A memory-table row: the first step of an SVD UNet of the real configuration, ours and diffusers'."""
+    frames, (h, w) = cfg["frames"], cfg["latent"]
+    mb = {mode: in_child(_child_unet_memory, mode, frames, h, w) for mode in ("compiled", "eager", "diffusers")}
+    return [(f"SVD UNet of the real configuration (1.5 B parameters, random weights), first CFG-batch step at "
+             f"{8 * w}x{8 * h} x {frames} frames: peak RSS growth above the weights, ours compiled (compiling "
+             f"included) / ours eager / diffusers",
+             f"{mb['compiled']:.0f} MB / {mb['eager']:.0f} MB / {mb['diffusers']:.0f} MB")]
+
+
 def _child_load(folder: str, variant, reference: bool, out):
     """Child process: peak RSS growth while loading the transformer as float32 and reading every weight once
     (so lazily mapped pages are counted), ours or diffusers'."""
@@ -728,6 +772,7 @@ def main(c: DictConfig) -> None:
         if cfg["load_memory"]["enabled"]:
             memory += load_memory(cfg, run_dir)
         memory += attention_memory(cfg["attention_memory"])
+        memory += unet_memory(cfg["unet_memory"])
         for name, value in memory:
             print(name, value)
 
