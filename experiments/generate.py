@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> None:
         else:
             tracker.log_run(record, run_dir)
             log.info("wrote %s to %s (%.1f s)", ", ".join(record["files"]), run_dir, record["timings_s"]["total"])
-    except (RequestError, CheckpointError) as e:
+    except (RequestError, CheckpointError, runner.OutOfMemory) as e:
         log.error("%s", e)
         raise SystemExit(f"error: {e}") from None
     finally:

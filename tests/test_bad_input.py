@@ -71,3 +71,18 @@ def test_cli_unknown_key_is_named(tmp_path):
 def test_cli_unknown_preset_lists_the_presets(tmp_path):
     proc = generate("model=cogvideox_9b", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode != 0 and "cogvideox_5b" in proc.stderr
+
+
+@pytest.mark.parametrize("jit, hint", [(True, r"try runtime.jit=false .*, or fewer num_frames"),
+                                       (False, r"try fewer num_frames, a smaller height/width")])
+def test_running_out_of_memory_names_the_settings_that_need_less(base_request, monkeypatch, tmp_path, jit, hint):
+    """MindSpore's allocation failure ('Memory not enough', a RuntimeError) becomes an error that says what to
+    change -- eager steps first when compiled -- and leaves no output."""
+    from toolkit.pipelines import cogvideox
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("- Memory not enough:\nMemory isn't enough and alloc failed, alloc size: 1342177280B.")
+    monkeypatch.setattr(cogvideox, "generate", fail)
+    with pytest.raises(runner.OutOfMemory, match=r"out of memory at num_frames=9, .*" + hint):
+        runner.run(with_(base_request, **{"runtime.jit": jit}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

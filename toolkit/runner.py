@@ -150,6 +150,22 @@ def completed_record(run_dir: Path, digest: str) -> dict | None:
     return record
 
 
+class OutOfMemory(MemoryError):
+    """MindSpore could not allocate memory for a run; the message says which settings need less."""
+
+
+def out_of_memory_hint(request: dict, resolved: dict) -> str:
+    """What to change when a run does not fit in memory. Measured (24 GB machine, README Performance): at real
+    sizes a compiled denoiser step holds ~3x the activations of an eager one (AnimateDiff at 512x512, 4 frames:
+    9.5 vs 2.9 GB), and AnimateDiff's 16 frames at 512x512 run eagerly in 17.6 GB where compiled they do not fit."""
+    jit = bool((request.get("runtime") or {}).get("jit", True))
+    first = ("runtime.jit=false (at real sizes eager steps hold ~3x less memory, and may run slower), or "
+             if jit else "")
+    size = ", ".join(f"{k}={resolved.get(k, request.get(k))}" for k in ("num_frames", "height", "width"))
+    return (f"out of memory at {size}: try {first}fewer num_frames, a smaller height/width, "
+            "or vae.tiling=true for the decode")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -183,8 +199,13 @@ def run(request: dict, run_dir: str | Path, callback=None, resume: bool = True) 
         if callback is not None:
             callback(rec)
 
-    frames = fam.generate(model, checked, rng, timer=timer, callback=on_step,
-                          progress=bool((request.get("runtime") or {}).get("progress", True)))
+    try:
+        frames = fam.generate(model, checked, rng, timer=timer, callback=on_step,
+                              progress=bool((request.get("runtime") or {}).get("progress", True)))
+    except RuntimeError as e:
+        if "Memory not enough" not in str(e):
+            raise
+        raise OutOfMemory(out_of_memory_hint(request, checked)) from e
     reused = {"model": _load_count[0] == loads_before,
               "prompt_embeds": len(getattr(model, "embed_cache", {})) == embeds_before}
     with timer("metrics"):
