@@ -245,17 +245,10 @@ def attention_memory(cfg: dict) -> list[tuple[str, str]]:
              f"{mb:.0f} MB, {sec:.2f} s / {ref_mb:.0f} MB, {ref_sec:.2f} s")]
 
 
-# Stable Video Diffusion's UNet configuration (stabilityai/stable-video-diffusion-img2vid, unet/config.json)
-SVD_UNET = dict(in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                num_attention_heads=(5, 10, 20, 20), cross_attention_dim=1024, addition_time_embed_dim=256,
-                projection_class_embeddings_input_dim=768,
-                down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
-                up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3)
-
-
 def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
     """Child process: peak RSS growth of the first CFG-batch step (compiling included) of an SVD UNet of the real
-    configuration with random weights -- ours compiled or eager, or diffusers'; the weights are built before."""
+    configuration with random weights -- ours compiled or eager, or diffusers'; the weights are built before. Both
+    classes' defaults are stable-video-diffusion-img2vid's UNet configuration; only num_frames is given."""
     import numpy as np
     rng = np.random.default_rng(0)
     arrays = (rng.standard_normal((2, frames, 8, h, w)).astype(np.float32), np.array([0.5, 0.5], np.float32),
@@ -264,14 +257,14 @@ def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
         import torch
         from diffusers import UNetSpatioTemporalConditionModel as Ref
         torch.set_grad_enabled(False)
-        net, args = Ref(num_frames=frames, **SVD_UNET).eval(), [torch.from_numpy(a) for a in arrays]
+        net, args = Ref(num_frames=frames).eval(), [torch.from_numpy(a) for a in arrays]
         step = lambda: net(*args).sample.numpy()  # noqa: E731
     else:
         import mindspore as ms
         ms.runtime.launch_blocking()
         from toolkit.models.base import compile_network
         from toolkit.models.svd import UNetSpatioTemporalConditionModel as Ours
-        net, args = Ours(num_frames=frames, **SVD_UNET), [ms.Tensor(a) for a in arrays]
+        net, args = Ours(num_frames=frames), [ms.Tensor(a) for a in arrays]
         forward = compile_network(net) if mode == "compiled" else net
         step = lambda: forward(*args).asnumpy()  # noqa: E731
     with PeakRSS() as m:
