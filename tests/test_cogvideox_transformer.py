@@ -200,6 +200,6 @@ def test_compiled_forward_with_attention_in_bands_equals_whole(cogvideox_ref, rn
     t = ms.Tensor(TIMESTEPS[:1])
     whole = net(latents, text, t).asnumpy()
     monkeypatch.setattr(layers, "ATTENTION_SCORES_BYTES", 1)
-    monkeypatch.setattr(layers, "ATTENTION_MAX_BANDS", 5)
-    assert len(layers.query_bands(2, 16 + 12, 16 + 12, 4, 1, 5)) == 5  # 16 text + 2 x (2 x 3) patches
+    monkeypatch.setattr(layers, "MAX_BANDS", 5)
+    assert len(layers.equal_bands(16 + 12, 2 * (16 + 12) * 4, 1, 5)) == 5  # 16 text + 2 x (2 x 3) patches
     np.testing.assert_allclose(ms.jit(net.construct)(latents, text, t).asnumpy(), whole, atol=1e-6, rtol=0)

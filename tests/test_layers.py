@@ -266,7 +266,7 @@ def test_layer_norms_by_batch_norm_sets_every_layer_norm_of_a_network():
     (10 ** 9, 32, (11,)),                          # whole
     (3 * 2 * 3 * 9 * 4, 32, (3, 3, 3, 2)),         # three queries' scores a band
     (1, 32, (1,) * 11),                            # one query a band
-    (1, 4, (3, 3, 3, 2)),                          # no more bands than ATTENTION_MAX_BANDS: they grow instead
+    (1, 4, (3, 3, 3, 2)),                          # no more bands than MAX_BANDS: they grow instead
 ])
 @pytest.mark.parametrize("mask_shape", [None, (2, 1, 11, 9), (1, 1, 1, 9)])
 def test_attention_in_bands_of_queries_equals_torch(rng, monkeypatch, budget, max_bands, bands, mask_shape):
@@ -275,11 +275,11 @@ def test_attention_in_bands_of_queries_equals_torch(rng, monkeypatch, budget, ma
     import mindspore as ms
 
     monkeypatch.setattr(layers, "ATTENTION_SCORES_BYTES", budget)
-    monkeypatch.setattr(layers, "ATTENTION_MAX_BANDS", max_bands)
+    monkeypatch.setattr(layers, "MAX_BANDS", max_bands)
     q = rng.standard_normal((2, 3, 11, 8)).astype(np.float32)
     k, v = (rng.standard_normal((2, 3, 9, 8)).astype(np.float32) for _ in range(2))
     mask = None if mask_shape is None else rng.standard_normal(mask_shape).astype(np.float32)
-    assert layers.query_bands(2 * 3, 11, 9, 4, budget, max_bands) == bands  # samples x heads, queries, keys, fp32
+    assert layers.equal_bands(11, 2 * 3 * 9 * 4, budget, max_bands) == bands  # queries of 2 x 3 heads x 9 keys fp32
     ref = F.scaled_dot_product_attention(*map(torch.from_numpy, (q, k, v)),
                                          attn_mask=None if mask is None else torch.from_numpy(mask)).numpy()
 

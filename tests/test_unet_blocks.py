@@ -26,6 +26,7 @@ from diffusers.models.unets import unet_2d_blocks as d_blocks  # noqa: E402
 
 from tests.reference.unet import load_from_torch, run  # noqa: E402
 from toolkit.loading import build_and_load  # noqa: E402
+from toolkit.models import layers  # noqa: E402
 from toolkit.models import unet_blocks as ub  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -118,6 +119,19 @@ def test_feedforward_geglu_projects_to_twice_the_inner_width(tmp_path, rng):
     assert tuple(net.net[0].proj.weight.shape) == (128, 16)
     x = randn(rng, 2, 5, 16)
     np.testing.assert_allclose(net(T(x)).asnumpy(), run(ref, x), **TOL)
+
+
+@pytest.mark.parametrize("budget, bands", [(10 ** 9, 1), (3 * 128 * 4, 4), (1, 10)])
+def test_feedforward_in_bands_of_rows_matches_diffusers(tmp_path, rng, monkeypatch, budget, bands):
+    """A hidden activation over FEEDFORWARD_HIDDEN_BYTES is computed a band of rows (tokens) at a time: 10 rows
+    of 128 hidden floats in 1, 4 (3 rows' worth a band) or 10 bands, compiled as eagerly."""
+    monkeypatch.setattr(layers, "FEEDFORWARD_HIDDEN_BYTES", budget)
+    assert len(layers.equal_bands(2 * 5, 128 * 4, budget)) == bands
+    ref = d_attention.FeedForward(16, activation_fn="geglu").eval()
+    net = load_from_torch(ub.FeedForward(16, activation_fn="geglu"), ref, tmp_path)
+    x = randn(rng, 2, 5, 16)
+    np.testing.assert_allclose(net(T(x)).asnumpy(), run(ref, x), **TOL)
+    np.testing.assert_allclose(ms.jit(net.construct)(T(x)).asnumpy(), run(ref, x), **TOL)
 
 
 def test_group_norm_attention_matches_diffusers_vae_attention(tmp_path, rng):

@@ -759,19 +759,23 @@ def gelu(x, approximate: str = "none"):
 # matmul-softmax-matmul route holds the scores and their softmax at once, and at real sizes whole they do not fit
 # (SVD at 576x1024, CFG batch 2 x 14 frames x 5 heads x 9216^2 tokens: 47 GB, twice) ...
 ATTENTION_SCORES_BYTES = 2 ** 28
+# ... and a feed-forward's hidden activation over this many bytes a band of rows (tokens) at a time: its
+# projection, gate halves and activation's temporaries live at once (SVD's first level at 576x1024 x 14 frames, CFG
+# batch: 258k tokens x 2560 = 2.6 GB, the projection alone) ...
+FEEDFORWARD_HIDDEN_BYTES = 2 ** 28
 # ... in at most this many bands: a compiled graph unrolls them, MindSpore refuses a graph past its call-depth
 # limit (a lone attention of 100 bands already), and compiling grows faster than the band count (measured: 16 bands
-# 1.1 s, 32 2.2 s, 64 4.8 s; 178 22 s with the limit raised). Past 32 x 256 MB the bands grow instead.
-ATTENTION_MAX_BANDS = 32
+# 1.1 s, 32 2.2 s, 64 4.8 s; 178 22 s with the limit raised). Past 32 x the budget the bands grow instead.
+MAX_BANDS = 32
 
 
 @functools.lru_cache(maxsize=256)  # host-side Python under mindspore.jit
-def query_bands(batch_heads: int, sq: int, sk: int, itemsize: int, budget: int, max_bands: int) -> tuple:
-    """The sizes of the fewest equal-as-can-be bands of queries -- ``max_bands`` at the most -- whose scores
-    (``batch_heads`` x band x ``sk`` values) stay within ``budget`` bytes; one query per band at the most."""
-    rows = max(1, budget // (batch_heads * sk * itemsize))
-    n = min(-(-sq // rows), max_bands)
-    return tuple(sq // n + (1 if i < sq % n else 0) for i in range(n))
+def equal_bands(count: int, item_bytes: int, budget: int, max_bands: int = MAX_BANDS) -> tuple:
+    """The sizes of the fewest equal-as-can-be bands of ``count`` items of ``item_bytes`` each -- ``max_bands``
+    at the most -- that stay within ``budget`` bytes; one item per band at the most."""
+    per_band = max(1, budget // item_bytes)
+    n = min(-(-count // per_band), max_bands)
+    return tuple(count // n + (1 if i < count % n else 0) for i in range(n))
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
@@ -779,14 +783,14 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
 
     ``mask`` is additive (broadcastable to (B, H, Sq, Sk)) or None. Scores over ``ATTENTION_SCORES_BYTES`` are
     computed in bands of queries, one after the other (softmax is over keys, so a band is exact on its own):
-    peak memory stays at a few bands' scores (``ATTENTION_MAX_BANDS`` bands at the most).
+    peak memory stays at a few bands' scores (``MAX_BANDS`` bands at the most).
     """
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     q = q * scale
     b, h, sq, _ = q.shape
     kt = k.swapaxes(-1, -2)
-    bands = query_bands(b * h, sq, k.shape[-2], q.itemsize, ATTENTION_SCORES_BYTES, ATTENTION_MAX_BANDS)
+    bands = equal_bands(sq, b * h * k.shape[-2] * q.itemsize, ATTENTION_SCORES_BYTES, MAX_BANDS)
     if len(bands) == 1:
         return _attend(q, kt, v, mask)
     qs = ops.split(q, bands, 2)
@@ -876,9 +880,19 @@ class FeedForward(nn.Cell):
         act = (GEGLUProjection(dim, inner_dim, bias) if activation_fn == "geglu"
                else GELUProjection(dim, inner_dim, FEEDFORWARD_ACTIVATIONS[activation_fn], bias))
         self.net = nn.CellList([act, nn.Identity(), linear(inner_dim, dim_out or dim, bias)])
+        self.hidden_width = act.proj.out_channels
 
     def construct(self, x):
-        return self.net[2](self.net[0](x))
+        """Rows (tokens) whose hidden activation is over ``FEEDFORWARD_HIDDEN_BYTES`` go a band at a time, one
+        after the other (every row is independent: exact)."""
+        rows = x.reshape(-1, x.shape[-1])
+        bands = equal_bands(rows.shape[0], self.hidden_width * x.itemsize, FEEDFORWARD_HIDDEN_BYTES, MAX_BANDS)
+        if len(bands) == 1:
+            return self.net[2](self.net[0](x))
+        outs = []
+        for band in ops.split(rows, bands, 0):
+            outs.append(self.net[2](self.net[0](after(band, outs[-1] if outs else None))))
+        return ops.cat(outs, 0).reshape(x.shape[:-1] + (-1,))
 
 
 class Attention(nn.Cell):
