@@ -188,9 +188,10 @@ def test_jit_compiled_forward_equals_eager_forward(cogvideox_ref, rng):
     np.testing.assert_allclose(jitted, eager, atol=1e-6, rtol=0)
 
 
-def test_compiled_forward_with_attention_in_bands_equals_whole(cogvideox_ref, rng, monkeypatch):
-    """Attention a band of queries at a time (layers.ATTENTION_SCORES_BYTES, as real-size sequences run), inside
-    the whole compiled transformer, gives the numbers of attention over all queries at once."""
+def test_compiled_forward_with_attention_and_feed_forward_in_bands_equals_whole(cogvideox_ref, rng, monkeypatch):
+    """Attention a band of queries at a time and feed-forwards a band of tokens at a time
+    (layers.ATTENTION_SCORES_BYTES, layers.FEEDFORWARD_HIDDEN_BYTES, as real-size sequences run), inside the whole
+    compiled transformer, give the numbers of the whole sequence at once."""
     from toolkit.models import layers
 
     folder, _ = cogvideox_ref("2b")
@@ -200,6 +201,7 @@ def test_compiled_forward_with_attention_in_bands_equals_whole(cogvideox_ref, rn
     t = ms.Tensor(TIMESTEPS[:1])
     whole = net(latents, text, t).asnumpy()
     monkeypatch.setattr(layers, "ATTENTION_SCORES_BYTES", 1)
+    monkeypatch.setattr(layers, "FEEDFORWARD_HIDDEN_BYTES", 1)
     monkeypatch.setattr(layers, "MAX_BANDS", 5)
     assert len(layers.equal_bands(16 + 12, 2 * (16 + 12) * 4, 1, 5)) == 5  # 16 text + 2 x (2 x 3) patches
     np.testing.assert_allclose(ms.jit(net.construct)(latents, text, t).asnumpy(), whole, atol=1e-6, rtol=0)
