@@ -27,6 +27,7 @@ CASES = [
     ({"model.path": "embedded:nope"}, r"embedded:nope: unknown embedded checkpoint \(allowed: embedded:tiny-cogvideox\)"),
     ({"vae.posterior": "mean"}, r"vae.posterior='mean': unknown value \(allowed: sample, mode\)"),
     ({"output.fps": 0}, r"output.fps=0: must be a positive number"),
+    ({"runtime.batch_guidance": "yes"}, r"runtime.batch_guidance='yes': unknown value \(allowed: True, False\)"),
     ({"scheduler.timestep_spacing": "evenly"}, r"timestep_spacing.*evenly.*leading"),
     ({"vae.tiling": True, "vae.tile_sample_min_height": 20}, r"vae.tile_sample_min_height=20: must be divisible by 8"),
 ]
@@ -73,11 +74,11 @@ def test_cli_unknown_preset_lists_the_presets(tmp_path):
     assert proc.returncode != 0 and "cogvideox_5b" in proc.stderr
 
 
-@pytest.mark.parametrize("jit, hint", [(True, r"try runtime.jit=false .*, or fewer num_frames"),
-                                       (False, r"try fewer num_frames, a smaller height/width")])
+@pytest.mark.parametrize("jit, hint", [(True, r"try runtime.jit=false .*, runtime.batch_guidance=false .*, fewer "),
+                                       (False, r"try runtime.batch_guidance=false .*, fewer num_frames, ")])
 def test_running_out_of_memory_names_the_settings_that_need_less(base_request, monkeypatch, tmp_path, jit, hint):
     """MindSpore's allocation failure ('Memory not enough', a RuntimeError) becomes an error that says what to
-    change -- eager steps first when compiled -- and leaves no output."""
+    change -- eager steps first when compiled, then guidance's passes one after the other -- and leaves no output."""
     from toolkit.pipelines import cogvideox
 
     def fail(*args, **kwargs):

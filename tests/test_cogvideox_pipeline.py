@@ -13,11 +13,12 @@ import pytest
 from tests.cli import generate
 
 ATOL = 1e-4
-CASES = [  # (transformer flavour, checkpoint scheduler, dynamic CFG, guidance scale)
-    ("2b", "CogVideoXDDIMScheduler", False, 6.0),
-    ("5b", "CogVideoXDPMScheduler", True, 6.0),
-    ("1.5", "DDIMScheduler", False, 6.0),
-    ("5b", "CogVideoXDDIMScheduler", False, 1.0),  # guidance off: one conditional pass
+CASES = [  # (transformer flavour, checkpoint scheduler, dynamic CFG, guidance scale, further overrides)
+    ("2b", "CogVideoXDDIMScheduler", False, 6.0, ()),
+    ("5b", "CogVideoXDPMScheduler", True, 6.0, ()),
+    ("1.5", "DDIMScheduler", False, 6.0, ()),
+    ("5b", "CogVideoXDDIMScheduler", False, 1.0, ()),  # guidance off: one conditional pass
+    ("2b", "CogVideoXDDIMScheduler", False, 6.0, ("runtime.batch_guidance=false",)),  # the passes one by one
 ]
 
 
@@ -37,8 +38,8 @@ def toolkit_frames(folder, latents_path, run_dir, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour,scheduler,dynamic,guidance", CASES)
-def test_frames_match_diffusers_from_the_same_latents(cogvideox_ref, flavour, scheduler, dynamic, guidance,
+@pytest.mark.parametrize("flavour,scheduler,dynamic,guidance,extra", CASES)
+def test_frames_match_diffusers_from_the_same_latents(cogvideox_ref, flavour, scheduler, dynamic, guidance, extra,
                                                       tmp_path, monkeypatch):
     from tests.reference import cogvideox as ref
     folder, pipe = cogvideox_ref(flavour, scheduler)
@@ -47,7 +48,7 @@ def test_frames_match_diffusers_from_the_same_latents(cogvideox_ref, flavour, sc
     expected = reference_frames(pipe, latents, 7, monkeypatch, num_inference_steps=2, guidance_scale=guidance,
                                 use_dynamic_cfg=dynamic)
     got = toolkit_frames(folder, tmp_path / "latents.npy", tmp_path / "run", "num_inference_steps=2",
-                         f"guidance_scale={guidance}", f"use_dynamic_cfg={str(dynamic).lower()}")
+                         f"guidance_scale={guidance}", f"use_dynamic_cfg={str(dynamic).lower()}", *extra)
     assert got.shape == expected.shape == (ref.NUM_FRAMES, ref.HEIGHT, ref.WIDTH, 3)
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
     assert np.abs(got - expected).max() < ATOL

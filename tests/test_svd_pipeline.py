@@ -63,11 +63,23 @@ def model(svd_ref):
     return svd.load(svd_ref()[0], jit=False)
 
 
+def generate_counting_batches(model, r):
+    """svd.generate's frames, and the batch size of every denoiser call it made."""
+    from toolkit.pipelines import svd
+
+    batches = []
+    original = model.forward
+    model.forward = lambda x, *a: batches.append(x.shape[0]) or original(x, *a)
+    try:
+        return svd.generate(model, r, np.random.default_rng(0), progress=False), batches
+    finally:
+        model.forward = original
+
+
 def test_guidance_off_runs_one_pass_and_matches_diffusers(svd_ref, model, request_for, tmp_path):
     """max_guidance_scale <= 1: no unconditional pass (diffusers: do_classifier_free_guidance is max(scale) > 1),
     whatever min_guidance_scale says; two videos of one image, decoded whole."""
     from tests.reference import svd as ref
-    from toolkit.pipelines import svd
 
     _, pipe = svd_ref()
     image = write_image(tmp_path / "image.png")
@@ -77,16 +89,28 @@ def test_guidance_off_runs_one_pass_and_matches_diffusers(svd_ref, model, reques
     r = checked(request_for(image=str(tmp_path / "image.png"), noise_aug_strength=0.0, num_videos_per_prompt=2,
                             **knobs))
     r["latents"] = latents
-    batches = []
-    original = model.forward
-    model.forward = lambda x, *a: batches.append(x.shape[0]) or original(x, *a)
-    try:
-        got = svd.generate(model, r, np.random.default_rng(0), progress=False)
-    finally:
-        model.forward = original
+    got, batches = generate_counting_batches(model, r)
     assert batches == [2, 2]  # the two videos, no unconditional copies
     assert got.shape == expected.shape == (2, ref.NUM_FRAMES, ref.HEIGHT, ref.WIDTH, 3)
     np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
+
+
+def test_guidance_passes_one_after_the_other_match_diffusers(svd_ref, model, request_for, tmp_path):
+    """runtime.batch_guidance=false: the unconditional and the conditional pass run as two calls of the batch's
+    size (fewer activations held at once) and give diffusers' frames, as the joint batch does."""
+    from tests.reference import svd as ref
+
+    _, pipe = svd_ref()
+    image = write_image(tmp_path / "image.png")
+    latents = np.random.default_rng(5).standard_normal(ref.latent_shape(pipe)).astype(np.float32)
+    knobs = dict(fps=8, motion_bucket_id=90, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=6)
+    expected = ref.run(pipe, image, latents, noise_aug_strength=0.0, **knobs)
+    r = checked(request_for(image=str(tmp_path / "image.png"), noise_aug_strength=0.0,
+                            **{"runtime.batch_guidance": False}, **knobs))
+    r["latents"] = latents
+    got, batches = generate_counting_batches(model, r)
+    assert batches == [1, 1, 1, 1]  # two steps, each an unconditional and a conditional call
+    np.testing.assert_allclose(got[0], expected, atol=ATOL, rtol=0)
 
 
 @pytest.mark.slow

@@ -90,14 +90,20 @@ def prepare(request: dict):
     check_choice("model.dtype", model.get("dtype", "float32"), loading.DTYPES)
     check_output(request.get("output") or {})
     check_choice("vae.posterior", (request.get("vae") or {}).get("posterior", "sample"), ["sample", "mode"])
+    for key in RUNTIME_SWITCHES:
+        check_choice(f"runtime.{key}", (request.get("runtime") or {}).get(key, True), [True, False])
     folder = resolve_model_path(model, configs_only=True, components=getattr(fam, "COMPONENTS", None))
     configs = fam.read_configs(folder, **extra_checkpoints(fam, model, configs_only=True))
     checked = fam.check_request(_family_request(request), configs)
     return fam, configs, checked
 
 
+RUNTIME_SWITCHES = ("jit", "launch_blocking", "batch_guidance", "progress")  # runtime.* keys: true or false
+
+
 def _family_request(request: dict) -> dict:
     r = {k: v for k, v in request.items() if k not in ("model", "output", "runtime", "logger", "vae", "hydra")}
+    r["batch_guidance"] = (request.get("runtime") or {}).get("batch_guidance", True)
     vae = request.get("vae") or {}
     r["vae_posterior"] = vae.get("posterior", "sample")
     r["vae_tiling"] = {"enabled": bool(vae.get("tiling")),
@@ -157,13 +163,18 @@ class OutOfMemory(MemoryError):
 def out_of_memory_hint(request: dict, resolved: dict) -> str:
     """What to change when a run does not fit in memory. Measured (24 GB machine, README Performance): at real
     sizes a compiled denoiser step holds ~3x the activations of an eager one (AnimateDiff at 512x512, 4 frames:
-    9.5 vs 2.9 GB), and AnimateDiff's 16 frames at 512x512 run eagerly in 17.6 GB where compiled they do not fit."""
-    jit = bool((request.get("runtime") or {}).get("jit", True))
-    first = ("runtime.jit=false (at real sizes eager steps hold ~3x less memory, and may run slower), or "
-             if jit else "")
+    9.5 vs 2.9 GB), and AnimateDiff's 16 frames at 512x512 run eagerly in 17.6 GB where compiled they do not fit;
+    guidance's passes one after the other hold less than one batch of both (SVD at 576x1024, 2 frames, eager:
+    1.8 vs 2.65 GB)."""
+    runtime = request.get("runtime") or {}
+    tries = []
+    if runtime.get("jit", True):
+        tries.append("runtime.jit=false (at real sizes eager steps hold ~3x less memory, and may run slower)")
+    if runtime.get("batch_guidance", True):
+        tries.append("runtime.batch_guidance=false (guidance's two passes one after the other)")
+    tries += ["fewer num_frames", "a smaller height/width", "vae.tiling=true for the decode"]
     size = ", ".join(f"{k}={resolved.get(k, request.get(k))}" for k in ("num_frames", "height", "width"))
-    return (f"out of memory at {size}: try {first}fewer num_frames, a smaller height/width, "
-            "or vae.tiling=true for the decode")
+    return f"out of memory at {size}: try {', '.join(tries[:-1])}, or {tries[-1]}"
 
 
 def peak_rss_mb() -> float:

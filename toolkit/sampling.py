@@ -34,11 +34,12 @@ class StepRecord:
 
 
 def classifier_free_guidance(net: Callable, cond, uncond, scale_fn: Callable[[int, float], float],
-                             frame_axis: int | None = None) -> Callable:
+                             frame_axis: int | None = None, batched: bool = True) -> Callable:
     """Wrap ``net(x, t, cond) -> out`` into ``model_fn(x, t, i)``.
 
     With ``uncond`` None (guidance off) the network runs once on the conditional batch. Otherwise the
-    unconditional and conditional batches run together (uncond first, as diffusers orders them) and are
+    unconditional and conditional batches run together (uncond first, as diffusers orders them) -- or, with
+    ``batched`` False, one after the other, which holds the activations of half the batch -- and are
     combined with the scale ``scale_fn(i, t)`` — a float, or per-frame values along ``frame_axis``.
     The last scale used is exposed as ``model_fn.last_scale`` for the step record.
     """
@@ -46,8 +47,10 @@ def classifier_free_guidance(net: Callable, cond, uncond, scale_fn: Callable[[in
         if uncond is None:
             model_fn.last_scale = 1.0
             return net(x, t, cond)
-        both = net(np.concatenate([x, x]), t, _cat(uncond, cond))
-        out_uncond, out_cond = np.split(both, 2)
+        if batched:
+            out_uncond, out_cond = np.split(net(np.concatenate([x, x]), t, _cat(uncond, cond)), 2)
+        else:
+            out_uncond, out_cond = net(x, t, uncond), net(x, t, cond)
         scale = scale_fn(i, t)
         model_fn.last_scale = float(np.max(scale))
         return cfg_combine(out_cond, out_uncond, scale, frame_axis=frame_axis)

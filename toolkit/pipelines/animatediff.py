@@ -269,7 +269,8 @@ def generate(model: AnimateDiff, r: dict, rng: np.random.Generator, timer: Timer
         return out.asnumpy().astype(np.float32)
 
     scale = r["guidance_scale"]
-    model_fn = classifier_free_guidance(net, cond, uncond if scale > 1.0 else None, lambda i, t: scale)
+    model_fn = classifier_free_guidance(net, cond, uncond if scale > 1.0 else None, lambda i, t: scale,
+                                        batched=r.get("batch_guidance", True))
     with timer("denoise"):
         x = sample(model_fn, x, sampler, rng=rng, callback=callback, progress=progress)
     with timer("decode"):

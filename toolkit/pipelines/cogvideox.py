@@ -384,7 +384,8 @@ def generate(model: CogVideoX, r: dict, rng: np.random.Generator, timer: Timer |
         scale_fn = lambda i, t: cogvideox_dynamic_guidance(scale, float(t), steps)  # noqa: E731
     else:
         scale_fn = lambda i, t: scale  # noqa: E731
-    model_fn = classifier_free_guidance(net, cond, uncond if scale > 1.0 else None, scale_fn)
+    model_fn = classifier_free_guidance(net, cond, uncond if scale > 1.0 else None, scale_fn,
+                                        batched=r.get("batch_guidance", True))
     with timer("denoise"):
         x = sample(model_fn, x, sampler, rng=rng, callback=callback, progress=progress)
     with timer("decode"):

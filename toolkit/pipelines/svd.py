@@ -322,7 +322,8 @@ def generate(model: StableVideoDiffusion, r: dict, rng: np.random.Generator, tim
 
     scales = linear_frame_guidance(r["min_guidance_scale"], r["max_guidance_scale"], f)
     guided = r["max_guidance_scale"] > 1.0  # diffusers: do_classifier_free_guidance = max(scale) > 1
-    model_fn = classifier_free_guidance(net, cond, uncond if guided else None, lambda i, t: scales, frame_axis=1)
+    model_fn = classifier_free_guidance(net, cond, uncond if guided else None, lambda i, t: scales, frame_axis=1,
+                                        batched=r.get("batch_guidance", True))
     with timer("denoise"):
         x = sample(model_fn, x, sampler, rng=rng, callback=callback, progress=progress)
     with timer("decode"):
