@@ -246,8 +246,9 @@ def attention_memory(cfg: dict) -> list[tuple[str, str]]:
 
 
 def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
-    """Child process: peak RSS growth of the first CFG-batch step (compiling included) of an SVD UNet of the real
-    configuration with random weights -- ours compiled or eager, or diffusers'; the weights are built before. Both
+    """Child process: peak RSS growth of the first CFG step (compiling included) of an SVD UNet of the real
+    configuration with random weights -- ours compiled or eager, ours eager with guidance's two passes one after the
+    other ("eager, passes apart", runtime.batch_guidance=false), or diffusers'; the weights are built before. Both
     classes' defaults are stable-video-diffusion-img2vid's UNet configuration; only num_frames is given."""
     import numpy as np
     rng = np.random.default_rng(0)
@@ -264,9 +265,11 @@ def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
         ms.runtime.launch_blocking()
         from toolkit.models.base import compile_network
         from toolkit.models.svd import UNetSpatioTemporalConditionModel as Ours
-        net, args = Ours(num_frames=frames), [ms.Tensor(a) for a in arrays]
+        net = Ours(num_frames=frames)
         forward = compile_network(net) if mode == "compiled" else net
-        step = lambda: forward(*args).asnumpy()  # noqa: E731
+        halves = [[ms.Tensor(a[i:i + 1]) for a in arrays] for i in range(2)]
+        passes = halves if mode == "eager, passes apart" else [[ms.Tensor(a) for a in arrays]]
+        step = lambda: [forward(*args).asnumpy() for args in passes]  # noqa: E731
     with PeakRSS() as m:
         step()
     out.put(m.mb)
@@ -275,11 +278,12 @@ def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
 def unet_memory(cfg: dict) -> list[tuple[str, str]]:
     """A memory-table row: the first step of an SVD UNet of the real configuration, ours and diffusers'."""
     frames, (h, w) = cfg["frames"], cfg["latent"]
-    mb = {mode: in_child(_child_unet_memory, mode, frames, h, w) for mode in ("compiled", "eager", "diffusers")}
-    return [(f"SVD UNet of the real configuration (1.5 B parameters, random weights), first CFG-batch step at "
+    modes = ("compiled", "eager", "eager, passes apart", "diffusers")
+    mb = {mode: in_child(_child_unet_memory, mode, frames, h, w) for mode in modes}
+    return [(f"SVD UNet of the real configuration (1.5 B parameters, random weights), first CFG step at "
              f"{8 * w}x{8 * h} x {frames} frames: peak RSS growth above the weights, ours compiled (compiling "
-             f"included) / ours eager / diffusers",
-             f"{mb['compiled']:.0f} MB / {mb['eager']:.0f} MB / {mb['diffusers']:.0f} MB")]
+             f"included) / ours eager / ours eager with guidance's two passes one after the other "
+             f"(runtime.batch_guidance=false) / diffusers (one batch)", " / ".join(f"{mb[m]:.0f} MB" for m in modes))]
 
 
 def _child_load(folder: str, variant, reference: bool, out):
