@@ -87,3 +87,15 @@ def test_running_out_of_memory_names_the_settings_that_need_less(base_request, m
     with pytest.raises(runner.OutOfMemory, match=r"out of memory at num_frames=9, .*" + hint):
         runner.run(with_(base_request, **{"runtime.jit": jit}), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_out_of_memory_hint_names_the_decode_settings_the_family_has():
+    """SVD's temporal decoder has no tiled mode: its hint halves decode_chunk_size instead of naming vae.tiling;
+    settings already at their leanest are not suggested again."""
+    lean = {"runtime": {"jit": False, "batch_guidance": False}}
+    svd = {"num_frames": 14, "height": 576, "width": 1024, "decode_chunk_size": 8, "vae_tiling": {"enabled": False}}
+    hint = runner.out_of_memory_hint(lean, svd, vae_tiling=False)
+    assert hint.endswith("try fewer num_frames, a smaller height/width, or decode_chunk_size=4 or less (frames "
+                         "decoded at a time)")
+    tiled = runner.out_of_memory_hint(lean, {**svd, "decode_chunk_size": 1, "vae_tiling": {"enabled": True}})
+    assert tiled.endswith("try fewer num_frames, or a smaller height/width")

@@ -160,19 +160,25 @@ class OutOfMemory(MemoryError):
     """MindSpore could not allocate memory for a run; the message says which settings need less."""
 
 
-def out_of_memory_hint(request: dict, resolved: dict) -> str:
+def out_of_memory_hint(request: dict, resolved: dict, vae_tiling: bool = True) -> str:
     """What to change when a run does not fit in memory. Measured (24 GB machine, README Performance): at real
     sizes a compiled denoiser step holds ~3x the activations of an eager one (AnimateDiff at 512x512, 4 frames:
     9.5 vs 2.9 GB), and AnimateDiff's 16 frames at 512x512 run eagerly in 17.6 GB where compiled they do not fit;
     guidance's passes one after the other hold less than one batch of both (SVD at 576x1024, 2 frames, eager:
-    1.8 vs 2.65 GB)."""
+    1.8 vs 2.65 GB); a decode's memory follows the frames decoded at a time (``decode_chunk_size``, where the family
+    has it) or the tile size (``vae.tiling``, where the family's VAE has a tiled mode: ``vae_tiling``)."""
     runtime = request.get("runtime") or {}
     tries = []
     if runtime.get("jit", True):
         tries.append("runtime.jit=false (at real sizes eager steps hold ~3x less memory, and may run slower)")
     if runtime.get("batch_guidance", True):
         tries.append("runtime.batch_guidance=false (guidance's two passes one after the other)")
-    tries += ["fewer num_frames", "a smaller height/width", "vae.tiling=true for the decode"]
+    tries += ["fewer num_frames", "a smaller height/width"]
+    chunk = resolved.get("decode_chunk_size")
+    if chunk is not None and chunk > 1:
+        tries.append(f"decode_chunk_size={max(1, chunk // 2)} or less (frames decoded at a time)")
+    if vae_tiling and not (resolved.get("vae_tiling") or {}).get("enabled"):
+        tries.append("vae.tiling=true for the decode")
     size = ", ".join(f"{k}={resolved.get(k, request.get(k))}" for k in ("num_frames", "height", "width"))
     return f"out of memory at {size}: try {', '.join(tries[:-1])}, or {tries[-1]}"
 
@@ -216,7 +222,7 @@ def run(request: dict, run_dir: str | Path, callback=None, resume: bool = True) 
     except RuntimeError as e:
         if "Memory not enough" not in str(e):
             raise
-        raise OutOfMemory(out_of_memory_hint(request, checked)) from e
+        raise OutOfMemory(out_of_memory_hint(request, checked, getattr(fam, "VAE_TILING", True))) from e
     reused = {"model": _load_count[0] == loads_before,
               "prompt_embeds": len(getattr(model, "embed_cache", {})) == embeds_before}
     with timer("metrics"):

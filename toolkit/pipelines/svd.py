@@ -59,6 +59,7 @@ from toolkit.sampling import classifier_free_guidance, randn, sample
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("unet", "vae", "image_encoder", "scheduler", "feature_extractor")
+VAE_TILING = False  # the temporal decoder has no tiled mode: decode_chunk_size bounds its memory
 CLIP_SIZE = (224, 224)  # diffusers' _encode_image resizes to 224 x 224 whatever the encoder's config says
 DEFAULTS = dict(height=576, width=1024, num_inference_steps=25, fps=7, motion_bucket_id=127,
                 noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0)  # diffusers' __call__
