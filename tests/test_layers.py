@@ -155,12 +155,13 @@ def test_channels_last_rows_and_back_are_exact(rng, monkeypatch, route):
     np.testing.assert_array_equal(channels_first(Tensor(rows), 3, (4, 6)).asnumpy(), x)
 
 
-@pytest.mark.parametrize("route", ["fused kernel", "statistics + BatchNorm"])
+@pytest.mark.parametrize("route", ["fused kernel", "statistics + BatchNorm", "statistics by dot products + BatchNorm"])
 @pytest.mark.parametrize("shape, groups", [((2, 8, 5, 7), 4), ((1, 6, 3, 4, 5), 3)])
 def test_group_norm_matches_torch_even_far_from_zero_mean(rng, shape, groups, route):
     x = (rng.standard_normal(shape) * 0.5 + 40.0).astype(np.float32)  # mean/std = 80: no E[x^2]-E[x]^2 shortcut
     norm = GroupNorm(groups, shape[1], eps=1e-6)
-    norm.fused_below = 0 if route == "statistics + BatchNorm" else 2 ** 40
+    norm.fused_below = 2 ** 40 if route == "fused kernel" else 0
+    norm.squares_by_dot_from = 0 if "dot" in route else 2 ** 40
     weight = rng.standard_normal(shape[1]).astype(np.float32)
     bias = rng.standard_normal(shape[1]).astype(np.float32)
     norm.weight.set_data(Tensor(weight))
