@@ -83,6 +83,9 @@ def extra_checkpoints(fam, model: dict, configs_only: bool = False) -> dict:
     return extras
 
 
+RUNTIME_SWITCHES = ("jit", "launch_blocking", "batch_guidance", "progress")  # runtime.* keys: true or false
+
+
 def prepare(request: dict):
     """Resolve the checkpoint's configs and check the request: everything that can fail before loading."""
     model = request["model"]
@@ -96,9 +99,6 @@ def prepare(request: dict):
     configs = fam.read_configs(folder, **extra_checkpoints(fam, model, configs_only=True))
     checked = fam.check_request(_family_request(request), configs)
     return fam, configs, checked
-
-
-RUNTIME_SWITCHES = ("jit", "launch_blocking", "batch_guidance", "progress")  # runtime.* keys: true or false
 
 
 def _family_request(request: dict) -> dict:
