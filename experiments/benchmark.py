@@ -267,8 +267,8 @@ def _child_unet_memory(mode: str, frames: int, h: int, w: int, out):
         from toolkit.models.svd import UNetSpatioTemporalConditionModel as Ours
         net = Ours(num_frames=frames)
         forward = compile_network(net) if mode == "compiled" else net
-        halves = [[ms.Tensor(a[i:i + 1]) for a in arrays] for i in range(2)]
-        passes = halves if mode == "eager, passes apart" else [[ms.Tensor(a) for a in arrays]]
+        parts = [slice(0, 1), slice(1, 2)] if mode == "eager, passes apart" else [slice(0, 2)]
+        passes = [[ms.Tensor(a[part]) for a in arrays] for part in parts]
         step = lambda: [forward(*args).asnumpy() for args in passes]  # noqa: E731
     with PeakRSS() as m:
         step()

@@ -86,6 +86,11 @@ def extra_checkpoints(fam, model: dict, configs_only: bool = False) -> dict:
 RUNTIME_SWITCHES = ("jit", "launch_blocking", "batch_guidance", "progress")  # runtime.* keys: true or false
 
 
+def runtime_switch(request: dict, key: str):
+    """The request's ``runtime.<key>``; every switch is on unless set (as conf/generate.yaml has them)."""
+    return (request.get("runtime") or {}).get(key, True)
+
+
 def prepare(request: dict):
     """Resolve the checkpoint's configs and check the request: everything that can fail before loading."""
     model = request["model"]
@@ -94,7 +99,7 @@ def prepare(request: dict):
     check_output(request.get("output") or {})
     check_choice("vae.posterior", (request.get("vae") or {}).get("posterior", "sample"), ["sample", "mode"])
     for key in RUNTIME_SWITCHES:
-        check_choice(f"runtime.{key}", (request.get("runtime") or {}).get(key, True), [True, False])
+        check_choice(f"runtime.{key}", runtime_switch(request, key), [True, False])
     folder = resolve_model_path(model, configs_only=True, components=getattr(fam, "COMPONENTS", None))
     configs = fam.read_configs(folder, **extra_checkpoints(fam, model, configs_only=True))
     checked = fam.check_request(_family_request(request), configs)
@@ -103,7 +108,7 @@ def prepare(request: dict):
 
 def _family_request(request: dict) -> dict:
     r = {k: v for k, v in request.items() if k not in ("model", "output", "runtime", "logger", "vae", "hydra")}
-    r["batch_guidance"] = (request.get("runtime") or {}).get("batch_guidance", True)
+    r["batch_guidance"] = bool(runtime_switch(request, "batch_guidance"))
     vae = request.get("vae") or {}
     r["vae_posterior"] = vae.get("posterior", "sample")
     r["vae_tiling"] = {"enabled": bool(vae.get("tiling")),
@@ -117,7 +122,7 @@ def _family_request(request: dict) -> dict:
 def load_model(fam, request: dict):
     model = request["model"]
     dtype, dtype_name = compute_dtype(model.get("dtype", "float32"))
-    jit = bool((request.get("runtime") or {}).get("jit", True))
+    jit = bool(runtime_switch(request, "jit"))
     folder = resolve_model_path(model, components=getattr(fam, "COMPONENTS", None))
     extras = extra_checkpoints(fam, model)
     key = (fam.__name__, str(folder), dtype_name, model.get("variant"), jit, tuple(sorted(extras.items())))
@@ -167,11 +172,10 @@ def out_of_memory_hint(request: dict, resolved: dict, vae_tiling: bool = True) -
     guidance's passes one after the other hold less than one batch of both (SVD at 576x1024, 2 frames, eager:
     1.8 vs 2.65 GB); a decode's memory follows the frames decoded at a time (``decode_chunk_size``, where the family
     has it) or the tile size (``vae.tiling``, where the family's VAE has a tiled mode: ``vae_tiling``)."""
-    runtime = request.get("runtime") or {}
     tries = []
-    if runtime.get("jit", True):
+    if runtime_switch(request, "jit"):
         tries.append("runtime.jit=false (at real sizes eager steps hold ~3x less memory, and may run slower)")
-    if runtime.get("batch_guidance", True):
+    if runtime_switch(request, "batch_guidance"):
         tries.append("runtime.batch_guidance=false (guidance's two passes one after the other)")
     tries += ["fewer num_frames", "a smaller height/width"]
     chunk = resolved.get("decode_chunk_size")
@@ -218,7 +222,7 @@ def run(request: dict, run_dir: str | Path, callback=None, resume: bool = True) 
 
     try:
         frames = fam.generate(model, checked, rng, timer=timer, callback=on_step,
-                              progress=bool((request.get("runtime") or {}).get("progress", True)))
+                              progress=bool(runtime_switch(request, "progress")))
     except RuntimeError as e:
         if "Memory not enough" not in str(e):
             raise
